@@ -1,0 +1,289 @@
+//! Frames: a length prefix, a fixed header and an authenticated payload.
+//!
+//! ```text
+//! offset size field
+//!      0    4 length of everything after this field (u32, big-endian)
+//!      4    1 protocol version (1)
+//!      5    1 kind (1 challenge, 2 hello, 3 batch, 4 ack, 5 error)
+//!      6    8 counter (u64, big-endian): 0, 1, 2, ... per direction per connection
+//!     14   16 session nonce chosen by the collector in its challenge
+//!     30   32 HMAC-SHA256 over bytes 4..30 followed by the payload (zero in a challenge)
+//!     62    n payload (MessagePack)
+//! ```
+//!
+//! The tag binds every frame to one connection (the nonce) and one position in it (the
+//! counter), so a frame recorded on one connection is useless on any other and cannot be
+//! played twice on the same one.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::PROTOCOL_VERSION;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Bytes of the length prefix.
+pub const PREFIX_LEN: usize = 4;
+/// Bytes of the header after the length prefix (version, kind, counter, nonce, tag).
+pub const HEADER_LEN: usize = 1 + 1 + 8 + 16 + 32;
+/// Largest frame (length prefix excluded) a peer accepts unless configured otherwise.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Collector → agent, first frame of a connection: the session nonce. Not signed.
+    Challenge = 1,
+    /// Agent → collector: who is speaking, host facts and the metric table.
+    Hello = 2,
+    /// Agent → collector: one collection of samples with a sequence number.
+    Batch = 3,
+    /// Collector → agent: every batch up to this sequence number is accepted.
+    Ack = 4,
+    /// Collector → agent: why the connection is being closed.
+    Error = 5,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Challenge,
+            2 => Kind::Hello,
+            3 => Kind::Batch,
+            4 => Kind::Ack,
+            5 => Kind::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// More bytes are needed; not an error of the peer.
+    #[error("incomplete frame")]
+    Incomplete,
+    /// The length prefix announces more than the receiver accepts.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    /// The length prefix is smaller than the fixed header.
+    #[error("frame of {len} bytes is shorter than the {HEADER_LEN}-byte header")]
+    TooShort { len: usize },
+    /// The peer speaks another protocol version.
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    /// The kind byte names no known frame.
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+}
+
+/// Why a frame's tag does not hold.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The tag does not match: wrong key, or bytes changed in flight.
+    #[error("authentication tag does not match")]
+    BadTag,
+}
+
+/// One decoded frame. The payload is not yet trusted: call [`Frame::verify`] first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: Kind,
+    pub counter: u64,
+    pub nonce: [u8; 16],
+    pub tag: [u8; 32],
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// Checks the tag against `key` in constant time.
+    ///
+    /// # Errors
+    /// [`AuthError::BadTag`] when the frame was not sealed with `key` or was altered.
+    pub fn verify(&self, key: &[u8]) -> Result<(), AuthError> {
+        let mut mac = mac_over(key, self.kind, self.counter, self.nonce);
+        mac.update(&self.payload);
+        mac.verify_slice(&self.tag).map_err(|_| AuthError::BadTag)
+    }
+
+    /// Encodes the frame again (length prefix included), keeping its tag as it is.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(PREFIX_LEN + HEADER_LEN + self.payload.len());
+        write_header(&mut out, self.kind, self.counter, self.nonce, self.payload.len());
+        out.extend_from_slice(&self.tag);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+}
+
+fn mac_over(key: &[u8], kind: Kind, counter: u64, nonce: [u8; 16]) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(&[PROTOCOL_VERSION, kind as u8]);
+    mac.update(&counter.to_be_bytes());
+    mac.update(&nonce);
+    mac
+}
+
+fn write_header(out: &mut Vec<u8>, kind: Kind, counter: u64, nonce: [u8; 16], payload: usize) {
+    let len = u32::try_from(HEADER_LEN + payload).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(PROTOCOL_VERSION);
+    out.push(kind as u8);
+    out.extend_from_slice(&counter.to_be_bytes());
+    out.extend_from_slice(&nonce);
+}
+
+/// Builds a complete frame, length prefix included. Without a key the tag is zero
+/// (only challenges are sent that way).
+pub fn seal(kind: Kind, counter: u64, nonce: [u8; 16], key: Option<&[u8]>, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PREFIX_LEN + HEADER_LEN + payload.len());
+    write_header(&mut out, kind, counter, nonce, payload.len());
+    match key {
+        Some(key) => {
+            let mut mac = mac_over(key, kind, counter, nonce);
+            mac.update(payload);
+            out.extend_from_slice(&mac.finalize().into_bytes());
+        }
+        None => out.extend_from_slice(&[0u8; 32]),
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Decodes the first frame in `buf`.
+///
+/// Returns the frame and the number of bytes it used, or `Ok(None)` when `buf` holds
+/// only the start of a frame. The length prefix is checked against `max` before any
+/// payload is buffered, so a peer cannot make the receiver allocate more than `max`.
+///
+/// # Errors
+/// [`FrameError`] when the bytes cannot be a frame; the stream can no longer be trusted
+/// after that and the connection should be closed.
+pub fn decode(buf: &[u8], max: usize) -> Result<Option<(Frame, usize)>, FrameError> {
+    let Some(prefix) = buf.get(..PREFIX_LEN) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    check_len(len, max)?;
+    if buf.len() >= PREFIX_LEN + 2 {
+        // Reject a foreign stream as early as possible, before its body arrives.
+        check_version_kind(buf[PREFIX_LEN], buf[PREFIX_LEN + 1])?;
+    }
+    let Some(body) = buf.get(PREFIX_LEN..PREFIX_LEN + len) else {
+        return Ok(None);
+    };
+    let kind = check_version_kind(body[0], body[1])?;
+    let mut counter = [0u8; 8];
+    counter.copy_from_slice(&body[2..10]);
+    let mut nonce = [0u8; 16];
+    nonce.copy_from_slice(&body[10..26]);
+    let mut tag = [0u8; 32];
+    tag.copy_from_slice(&body[26..58]);
+    let frame = Frame {
+        kind,
+        counter: u64::from_be_bytes(counter),
+        nonce,
+        tag,
+        payload: body[HEADER_LEN..].to_vec(),
+    };
+    Ok(Some((frame, PREFIX_LEN + len)))
+}
+
+/// Checks a length prefix; exposed so readers can refuse before buffering.
+///
+/// # Errors
+/// [`FrameError::TooShort`] or [`FrameError::TooLarge`].
+pub fn check_len(len: usize, max: usize) -> Result<(), FrameError> {
+    if len < HEADER_LEN {
+        return Err(FrameError::TooShort { len });
+    }
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(())
+}
+
+fn check_version_kind(version: u8, kind: u8) -> Result<Kind, FrameError> {
+    if version != PROTOCOL_VERSION {
+        return Err(FrameError::Version(version));
+    }
+    Kind::from_u8(kind).ok_or(FrameError::Kind(kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rejects_frame_with_bad_tag() {
+        let bytes = seal(Kind::Batch, 3, [1; 16], Some(b"right"), b"data");
+        let (f, _) = decode(&bytes, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+        assert_eq!(f.verify(b"wrong"), Err(AuthError::BadTag));
+        let mut changed = f.clone();
+        changed.counter = 4;
+        assert_eq!(changed.verify(b"right"), Err(AuthError::BadTag));
+        let mut changed = f.clone();
+        changed.nonce[0] ^= 1;
+        assert_eq!(changed.verify(b"right"), Err(AuthError::BadTag));
+        assert!(f.verify(b"right").is_ok());
+    }
+
+    #[test]
+    fn refuses_oversized_length_before_body_arrives() {
+        let bytes = [0, 0x10, 0, 1, PROTOCOL_VERSION, 3];
+        assert_eq!(
+            decode(&bytes, DEFAULT_MAX_FRAME_BYTES),
+            Err(FrameError::TooLarge { len: 0x10_0001, max: DEFAULT_MAX_FRAME_BYTES })
+        );
+        assert!(matches!(decode(&[0xff; 4], 1024), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(decode(&[0, 0, 0, 3], 1024), Err(FrameError::TooShort { len: 3 })));
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_kind() {
+        let mut bytes = seal(Kind::Ack, 0, [0; 16], Some(b"k"), b"");
+        bytes[4] = 9;
+        assert_eq!(decode(&bytes, 1024), Err(FrameError::Version(9)));
+        bytes[4] = PROTOCOL_VERSION;
+        bytes[5] = 77;
+        assert_eq!(decode(&bytes, 1024), Err(FrameError::Kind(77)));
+    }
+
+    #[test]
+    fn partial_input_is_incomplete_not_invalid() {
+        let bytes = seal(Kind::Hello, 0, [2; 16], Some(b"k"), b"0123456789");
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut], 1024), Ok(None), "cut at {cut}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(kind in 1u8..=5, counter: u64, nonce: [u8; 16],
+                       key in proptest::collection::vec(any::<u8>(), 0..64),
+                       payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let kind = Kind::from_u8(kind).unwrap();
+            let bytes = seal(kind, counter, nonce, Some(&key), &payload);
+            let (f, used) = decode(&bytes, DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
+            prop_assert_eq!(used, bytes.len());
+            prop_assert_eq!(f.kind, kind);
+            prop_assert_eq!(f.counter, counter);
+            prop_assert_eq!(f.nonce, nonce);
+            prop_assert_eq!(&f.payload, &payload);
+            prop_assert!(f.verify(&key).is_ok());
+            prop_assert_eq!(f.to_bytes(), bytes);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut rest: &[u8] = &bytes;
+            while let Ok(Some((_, used))) = decode(rest, 4096) {
+                rest = &rest[used..];
+            }
+        }
+    }
+}
