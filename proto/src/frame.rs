@@ -182,13 +182,7 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Option<(Frame, usize)>, FrameErr
     nonce.copy_from_slice(&body[10..26]);
     let mut tag = [0u8; 32];
     tag.copy_from_slice(&body[26..58]);
-    let frame = Frame {
-        kind,
-        counter: u64::from_be_bytes(counter),
-        nonce,
-        tag,
-        payload: body[HEADER_LEN..].to_vec(),
-    };
+    let frame = Frame { kind, counter: u64::from_be_bytes(counter), nonce, tag, payload: body[HEADER_LEN..].to_vec() };
     Ok(Some((frame, PREFIX_LEN + len)))
 }
 

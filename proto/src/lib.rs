@@ -8,6 +8,7 @@
 //!
 //! Layout:
 //! - [`frame`]: frame header, length prefix, stream decoding, sealing and verifying.
+//! - `io` (feature `tokio`): reading frames from an async stream.
 //! - [`msg`]: the payloads (challenge, hello, batch, ack, error) and their encoding.
 //! - [`name`]: the charset and length rules for names that end up in paths and logs.
 //!
@@ -23,6 +24,8 @@
 //! ```
 
 pub mod frame;
+#[cfg(feature = "tokio")]
+pub mod io;
 pub mod msg;
 pub mod name;
 

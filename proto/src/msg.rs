@@ -118,8 +118,10 @@ pub struct Hello {
 /// One collection of samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
-    /// Increases by one per batch for the life of the agent's spool, across
-    /// connections and collectors, so a collector can tell gaps from duplicates.
+    /// Random number chosen when the agent process started; `seq` restarts with it.
+    pub run: u64,
+    /// Increases by one per batch within a run, across connections and collectors, so
+    /// a collector can tell gaps from duplicates.
     pub seq: u64,
     /// When the samples were taken, in milliseconds since the epoch.
     pub time_ms: i64,
@@ -134,6 +136,7 @@ pub struct Batch {
 /// The collector accepted every batch up to and including `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
+    pub run: u64,
     pub seq: u64,
 }
 
@@ -156,8 +159,7 @@ mod tests {
                 id,
                 name,
                 unit,
-                kind: [MetricKind::Gauge, MetricKind::Counter, MetricKind::Derive, MetricKind::Absolute]
-                    [k as usize],
+                kind: [MetricKind::Gauge, MetricKind::Counter, MetricKind::Derive, MetricKind::Absolute][k as usize],
                 group,
                 description,
             },
@@ -169,7 +171,7 @@ mod tests {
         fn batch_round_trips(seq: u64, time_ms: i64,
                              defs in proptest::collection::vec(meta(), 0..4),
                              values in proptest::collection::vec((any::<u32>(), -1e12f64..1e12), 0..200)) {
-            let b = Batch { seq, time_ms, defs, facts: None, values };
+            let b = Batch { run: 7, seq, time_ms, defs, facts: None, values };
             let back: Batch = decode(&encode(&b).unwrap()).unwrap();
             prop_assert_eq!(back, b);
         }
@@ -197,8 +199,8 @@ mod tests {
     #[test]
     fn sample_costs_about_eleven_bytes() {
         let values: Vec<(u32, f64)> = (0..100).map(|i| (i, i as f64 * 1.37)).collect();
-        let b = Batch { seq: 1, time_ms: 1_700_000_000_000, defs: vec![], facts: None, values };
+        let b = Batch { run: 1 << 60, seq: 1, time_ms: 1_700_000_000_000, defs: vec![], facts: None, values };
         let len = encode(&b).unwrap().len();
-        assert!(len <= 100 * 11 + 32, "{len} bytes for 100 samples");
+        assert!(len <= 100 * 11 + 40, "{len} bytes for 100 samples");
     }
 }

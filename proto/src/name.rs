@@ -52,13 +52,7 @@ pub fn escaped(s: &str) -> String {
 /// # Errors
 /// [`NameError`] with the reason when the name is not allowed.
 pub fn validate(kind: NameKind, name: &str) -> Result<(), NameError> {
-    let fail = |reason| {
-        Err(NameError {
-            kind,
-            name: name.to_owned(),
-            reason,
-        })
-    };
+    let fail = |reason| Err(NameError { kind, name: name.to_owned(), reason });
     if name.is_empty() {
         return fail("empty");
     }
@@ -71,7 +65,8 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), NameError> {
     if name.contains("..") {
         return fail("contains '..'");
     }
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || (c == ':' && kind == NameKind::Metric);
+    let ok =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || (c == ':' && kind == NameKind::Metric);
     if !name.chars().all(ok) {
         return fail("has characters outside A-Z a-z 0-9 _ - .");
     }
