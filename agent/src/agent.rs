@@ -1,0 +1,214 @@
+//! The agent's main loop: collect on a timer, number and spool each batch, and let
+//! one sender task per collector deliver it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ganglion_proto::msg::{self, Batch, Facts, Hello};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::collect::{self, HostCollector, HostConfig, Reading};
+use crate::config::AgentConfig;
+use crate::registry::Registry;
+use crate::send::{self, WINDOW};
+use crate::spool::{Payload, Spool, SpoolStats};
+
+/// Counters of a running agent.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    pub collections: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub session_errors: AtomicU64,
+    pub oversized: AtomicU64,
+}
+
+/// State the collection loop and the sender tasks share. Locks are held only for
+/// short, non-async sections.
+pub(crate) struct Shared {
+    pub config: AgentConfig,
+    pub run: u64,
+    pub stats: AgentStats,
+    spool: Mutex<Spool>,
+    table: Mutex<Table>,
+    /// Newest sequence number, so senders wake up when a batch arrives.
+    pub latest: watch::Sender<u64>,
+}
+
+struct Table {
+    registry: Registry,
+    facts: Facts,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind, still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn hello(&self) -> Hello {
+        let t = lock(&self.table);
+        Hello {
+            cluster: self.config.cluster.clone(),
+            host: self.config.host.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            sent_at_ms: now_ms(),
+            interval_secs: u32::try_from(self.config.interval.as_secs()).unwrap_or(u32::MAX),
+            facts: t.facts.clone(),
+            metrics: t.registry.metas().to_vec(),
+        }
+    }
+
+    pub fn spool_acked(&self, idx: usize) -> u64 {
+        lock(&self.spool).acked(idx)
+    }
+
+    /// Where a new session of collector `idx` starts: the first batch it lacks.
+    pub fn resume_point(&self, idx: usize) -> u64 {
+        let s = lock(&self.spool);
+        (s.acked(idx) + 1).max(s.first_seq())
+    }
+
+    /// The next batch for collector `idx`, if the window allows; advances `next`.
+    pub fn next_to_send(&self, idx: usize, next: &mut u64) -> Option<(u64, Payload)> {
+        let mut s = lock(&self.spool);
+        loop {
+            *next = (*next).max(s.first_seq());
+            if *next >= s.next_seq() || *next > s.acked(idx) + WINDOW {
+                return None;
+            }
+            let seq = *next;
+            *next += 1;
+            if let Some(p) = s.get(seq) {
+                return Some((seq, p));
+            }
+        }
+    }
+
+    pub fn ack(&self, idx: usize, seq: u64) {
+        lock(&self.spool).ack(idx, seq);
+    }
+
+    pub fn spool_stats(&self) -> SpoolStats {
+        lock(&self.spool).stats()
+    }
+}
+
+/// A running agent: its counters and the way to stop it.
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+impl Agent {
+    pub fn stats(&self) -> &AgentStats {
+        &self.shared.stats
+    }
+    pub fn spool_stats(&self) -> SpoolStats {
+        self.shared.spool_stats()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn host_config(config: &AgentConfig) -> HostConfig {
+    HostConfig { skip_devices: config.skip_devices.clone(), ..HostConfig::default() }
+}
+
+/// Runs the agent until `shutdown` is cancelled.
+///
+/// # Errors
+/// When the spool directory cannot be prepared.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> std::io::Result<Arc<Agent>> {
+    let spool = Spool::new(
+        config.collectors.len(),
+        config.spool_memory_bytes,
+        config.spool_dir.clone(),
+        config.spool_disk_bytes,
+    )?;
+    let hc = host_config(&config);
+    let facts = collect::facts(&hc, config.tags.clone());
+    let (latest, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        run: rand::thread_rng().gen(),
+        stats: AgentStats::default(),
+        spool: Mutex::new(spool),
+        table: Mutex::new(Table { registry: Registry::default(), facts }),
+        latest,
+        config,
+    });
+    let mut tasks = Vec::new();
+    for (idx, addr) in shared.config.collectors.iter().enumerate() {
+        tasks.push(tokio::spawn(send::run(idx, addr.clone(), shared.clone(), shutdown.clone())));
+    }
+    let agent = Arc::new(Agent { shared: shared.clone() });
+    tokio::spawn(async move {
+        collect_loop(&shared, hc, &shutdown).await;
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    Ok(agent)
+}
+
+async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &CancellationToken) {
+    let interval = shared.config.interval;
+    let delay = shared.config.first_delay.unwrap_or_else(|| interval.mul_f64(rand::thread_rng().gen_range(0.0..1.0)));
+    tracing::info!(interval_secs = interval.as_secs(), first_in_ms = delay.as_millis() as u64, "Agent started.");
+    let mut host = HostCollector::new(hc.clone());
+    // Prime the counters so the first batch already has rates.
+    host.collect(Instant::now());
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + delay, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let readings = host.collect(Instant::now());
+        n += 1;
+        // Facts change rarely (addresses, kernel after reboot); look every 20 intervals.
+        let facts = if n.is_multiple_of(20) { Some(collect::facts(&hc, shared.config.tags.clone())) } else { None };
+        push_batch(shared, &readings, facts);
+    }
+}
+
+fn push_batch(shared: &Shared, readings: &[Reading], facts: Option<Facts>) {
+    let mut defs = Vec::new();
+    let (values, changed) = {
+        let mut t = lock(&shared.table);
+        let values = t.registry.encode(readings, &mut defs);
+        let changed = match facts {
+            Some(f) if f != t.facts => {
+                t.facts = f.clone();
+                Some(f)
+            }
+            _ => None,
+        };
+        (values, changed)
+    };
+    let mut s = lock(&shared.spool);
+    let batch = Batch { run: shared.run, seq: s.next_seq(), time_ms: now_ms(), defs, facts: changed, values };
+    match msg::encode(&batch) {
+        Ok(bytes) => {
+            let seq = s.push(bytes.into());
+            drop(s);
+            shared.stats.collections.fetch_add(1, Ordering::Relaxed);
+            shared.latest.send_replace(seq);
+        }
+        Err(e) => tracing::error!(error = %e, "Could not encode a batch."),
+    }
+}
+
+/// One collection over `over`, for `ganglion-agent --once`.
+pub fn collect_once(over: Duration, skip_devices: Vec<String>) -> Vec<Reading> {
+    let mut host = HostCollector::new(HostConfig { skip_devices, ..HostConfig::default() });
+    host.collect(Instant::now());
+    std::thread::sleep(over);
+    host.collect(Instant::now())
+}

@@ -1,0 +1,54 @@
+//! The agent's metric table: names to the small ids used on the wire.
+//!
+//! Ids are handed out in order of first sight and never reused while the agent runs,
+//! so a batch waiting in the spool means the same thing on any later connection.
+
+use std::collections::HashMap;
+
+use ganglion_proto::msg::MetricMeta;
+
+use crate::collect::Reading;
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    ids: HashMap<String, u32>,
+    metas: Vec<MetricMeta>,
+}
+
+impl Registry {
+    /// Every entry, for a hello.
+    pub fn metas(&self) -> &[MetricMeta] {
+        &self.metas
+    }
+
+    /// Maps readings to `(id, value)` pairs; entries seen for the first time are
+    /// appended to `defs` so the batch that first uses them also describes them.
+    pub fn encode(&mut self, readings: &[Reading], defs: &mut Vec<MetricMeta>) -> Vec<(u32, f64)> {
+        let mut values = Vec::with_capacity(readings.len());
+        for r in readings {
+            if !r.value.is_finite() {
+                continue;
+            }
+            let id = match self.ids.get(&r.name) {
+                Some(id) => *id,
+                None => {
+                    let id = u32::try_from(self.metas.len()).unwrap_or(u32::MAX);
+                    let meta = MetricMeta {
+                        id,
+                        name: r.name.clone(),
+                        unit: r.desc.unit.to_owned(),
+                        kind: r.desc.kind,
+                        group: r.desc.group.to_owned(),
+                        description: r.desc.description.clone().into_owned(),
+                    };
+                    self.ids.insert(r.name.clone(), id);
+                    defs.push(meta.clone());
+                    self.metas.push(meta);
+                    id
+                }
+            };
+            values.push((id, r.value));
+        }
+        values
+    }
+}
