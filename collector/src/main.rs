@@ -1,1 +1,120 @@
-fn main(){}
+//! `ganglion`: the collector binary.
+//!
+//! This crate owns the collector process: receiving agent frames (`ingest`), the
+//! in-memory table of hosts and latest values (`state`), counters (`stats`), the
+//! JSON API (`api`) and the operator subcommands. Wire-format rules live in
+//! `ganglion-proto`, the pages in `ganglion-web`.
+//!
+//! Layout:
+//! - `config`: the TOML file, checked with line and column.
+//! - `ingest`: the agent listener, one task per connection.
+//! - `state`: hosts, latest values, liveness and expiry.
+//! - `stats`: counters and the one place rejections are logged.
+//! - `api`: `/api/v1/...`.
+//! - `server`: binds listeners, starts and stops the tasks.
+//! - `demo`: collector + dashboard + an agent for this host in one process.
+//! - `loadgen`: simulated agents for `scripts/bench-ingest`.
+
+mod api;
+mod config;
+mod demo;
+mod ingest;
+mod loadgen;
+mod server;
+mod state;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "ganglion", version, about = "ganglion collector: ingest, API and dashboard.")]
+struct Args {
+    /// Log filter (error, warn, info, debug, trace or a tracing directive).
+    #[arg(long, global = true, default_value = "info", env = "GANGLION_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a collector from a configuration file.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every problem with its line and column.
+    CheckConfig { file: PathBuf },
+    /// Start a collector, the dashboard and an agent for this host, on embedded defaults.
+    Demo(demo::DemoArgs),
+    /// Simulate many agents against a collector (for benchmarks).
+    Loadgen(loadgen::LoadgenArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(args.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ganglion: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig { file } => match config::Config::load(&file) {
+            Ok(c) => {
+                println!("{}: ok ({} clusters)", file.display(), c.clusters.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Serve { config } => {
+            let config = config::Config::load(&config).with_context(|| format!("reading {}", config.display()))?;
+            runtime()?.block_on(async move {
+                let shutdown = CancellationToken::new();
+                let running = server::start(&config, shutdown.clone()).await?;
+                wait_for_signal().await?;
+                tracing::info!("Stopping.");
+                shutdown.cancel();
+                running.stopped().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Demo(args) => runtime()?.block_on(demo::run(args)).map(|()| ExitCode::SUCCESS),
+        Command::Loadgen(args) => {
+            // One thread, so the collector under test keeps the other core.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(loadgen::run(args)).map(|()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! The collector's configuration file.
+//!
+//! [`RawConfig`] is what serde reads, with unknown keys refused; [`Config::from_raw`]
+//! checks it and returns every problem at once, each with the line and column it
+//! comes from. [`Config::demo`] holds the embedded defaults `ganglion demo` runs on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ganglion_proto::name::{self, NameKind};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The file as the operator writes it.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub ingest: RawIngest,
+    #[serde(default)]
+    pub web: RawWeb,
+    #[serde(default)]
+    pub hosts: RawHosts,
+    /// Clusters this collector accepts, each with its shared key.
+    #[serde(default, rename = "cluster")]
+    pub clusters: Vec<RawCluster>,
+}
+
+/// The agent listener.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// Address agents connect to. Default `0.0.0.0:8650`.
+    #[serde(default = "default_ingest")]
+    pub listen: Spanned<String>,
+    /// Largest frame accepted, in bytes. Default 1 MiB.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// Agent connections served at once; more wait in the kernel's backlog.
+    /// Default 20000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A hello whose clock differs from ours by more is refused as stale. Default 300.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: u64,
+    /// A batch whose samples are older than this is acknowledged but discarded.
+    /// Default 30 days.
+    #[serde(default = "default_max_age")]
+    pub max_sample_age_secs: u64,
+}
+
+/// The HTTP server (API and dashboard).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    /// Default `127.0.0.1:8080`.
+    #[serde(default = "default_web")]
+    pub listen: Spanned<String>,
+}
+
+/// Host liveness, as Ganglia's TMAX/DMAX.
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHosts {
+    /// Seconds of silence after which a host is down. Default: 4 of its intervals.
+    pub host_timeout_secs: Option<u64>,
+    /// Seconds of silence after which a host is forgotten; 0 = never. Default 86400.
+    pub host_expire_secs: Option<u64>,
+}
+
+/// One `[[cluster]]` table.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub name: Spanned<String>,
+    /// Shared key of the cluster's agents. Either this or `key_file`.
+    pub key: Option<Spanned<String>>,
+    /// File whose first line is the key, so the config can be kept in version control.
+    pub key_file: Option<Spanned<PathBuf>>,
+    /// Overrides `[hosts] host_timeout_secs` for this cluster.
+    pub host_timeout_secs: Option<u64>,
+    /// Overrides `[hosts] host_expire_secs` for this cluster.
+    pub host_expire_secs: Option<u64>,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            listen: default_ingest(),
+            max_frame_bytes: default_max_frame(),
+            max_connections: default_max_connections(),
+            max_clock_skew_secs: default_skew(),
+            max_sample_age_secs: default_max_age(),
+        }
+    }
+}
+impl Default for RawWeb {
+    fn default() -> Self {
+        RawWeb { listen: default_web() }
+    }
+}
+fn unspanned<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+fn default_ingest() -> Spanned<String> {
+    unspanned("0.0.0.0:8650".to_owned())
+}
+fn default_web() -> Spanned<String> {
+    unspanned("127.0.0.1:8080".to_owned())
+}
+fn default_max_frame() -> usize {
+    ganglion_proto::frame::DEFAULT_MAX_FRAME_BYTES
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_skew() -> u64 {
+    300
+}
+fn default_max_age() -> u64 {
+    30 * 86_400
+}
+/// Default host_expire: one day, as Ganglia's `host_dmax` upstream default.
+pub const DEFAULT_HOST_EXPIRE_SECS: u64 = 86_400;
+
+/// A cluster as the collector uses it.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub key: Vec<u8>,
+    /// `None`: four of the host's own intervals.
+    pub host_timeout: Option<Duration>,
+    /// `None`: never forget.
+    pub host_expire: Option<Duration>,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ingest_listen: SocketAddr,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_clock_skew: Duration,
+    pub max_sample_age: Duration,
+    pub web_listen: SocketAddr,
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// Every problem of a configuration, one per line, with positions.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+/// 1-based line and column of a byte offset.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every problem, each prefixed by `file:line:column`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(vec![format!("{}: {e}", path.display())]))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Checks configuration text; `origin` names it in messages.
+    ///
+    /// # Errors
+    /// [`ConfigError`] as for [`Config::load`].
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| position(text, s.start));
+            let msg = e.message().to_owned();
+            ConfigError(vec![match at {
+                Some((l, c)) => format!("{origin}:{l}:{c}: {msg}"),
+                None => format!("{origin}: {msg}"),
+            }])
+        })?;
+        Config::from_raw(raw, text, origin)
+    }
+
+    /// Checks a raw configuration; `text` is used to turn spans into line:column.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem.
+    pub fn from_raw(raw: RawConfig, text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |span: std::ops::Range<usize>, msg: String| {
+            if span.is_empty() && span.start == 0 {
+                problems.push(format!("{origin}: {msg}"));
+            } else {
+                let (l, c) = position(text, span.start);
+                problems.push(format!("{origin}:{l}:{c}: {msg}"));
+            }
+        };
+        let addr = |s: &Spanned<String>, what: &str, problem: &mut dyn FnMut(std::ops::Range<usize>, String)| match s
+            .get_ref()
+            .parse::<SocketAddr>()
+        {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problem(s.span(), format!("{what}: {} is not an IP:port address", name::escaped(s.get_ref())));
+                None
+            }
+        };
+        let ingest_listen = addr(&raw.ingest.listen, "ingest.listen", &mut problem);
+        let web_listen = addr(&raw.web.listen, "web.listen", &mut problem);
+        if raw.ingest.max_frame_bytes < 4096 || raw.ingest.max_frame_bytes > 64 * 1024 * 1024 {
+            problem(0..0, "ingest.max_frame_bytes: must be between 4096 and 67108864".into());
+        }
+        if raw.ingest.max_connections == 0 {
+            problem(0..0, "ingest.max_connections: must be at least 1".into());
+        }
+        let mut clusters = BTreeMap::new();
+        for c in raw.clusters {
+            let cname = c.name.get_ref().clone();
+            if let Err(e) = name::validate(NameKind::Cluster, &cname) {
+                problem(c.name.span(), format!("cluster.name: {e}"));
+                continue;
+            }
+            if clusters.contains_key(&cname) {
+                problem(c.name.span(), format!("cluster {cname}: defined twice"));
+                continue;
+            }
+            let key = match (&c.key, &c.key_file) {
+                (Some(k), None) => {
+                    if k.get_ref().len() < 16 {
+                        problem(k.span(), format!("cluster {cname}: key must have at least 16 characters"));
+                    }
+                    k.get_ref().as_bytes().to_vec()
+                }
+                (None, Some(f)) => match std::fs::read_to_string(f.get_ref()) {
+                    Ok(t) => t.lines().next().unwrap_or("").trim().as_bytes().to_vec(),
+                    Err(e) => {
+                        problem(f.span(), format!("cluster {cname}: key_file {}: {e}", f.get_ref().display()));
+                        Vec::new()
+                    }
+                },
+                _ => {
+                    problem(c.name.span(), format!("cluster {cname}: give exactly one of key and key_file"));
+                    Vec::new()
+                }
+            };
+            let timeout = c.host_timeout_secs.or(raw.hosts.host_timeout_secs);
+            if timeout == Some(0) {
+                problem(c.name.span(), format!("cluster {cname}: host_timeout_secs must be at least 1"));
+            }
+            let expire = c.host_expire_secs.or(raw.hosts.host_expire_secs).unwrap_or(DEFAULT_HOST_EXPIRE_SECS);
+            clusters.insert(
+                cname.clone(),
+                ClusterConfig {
+                    key,
+                    host_timeout: timeout.map(Duration::from_secs),
+                    host_expire: (expire > 0).then(|| Duration::from_secs(expire)),
+                },
+            );
+        }
+        if clusters.is_empty() {
+            problems.push(format!("{origin}: no [[cluster]] defined; agents would all be refused"));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            ingest_listen: ingest_listen.expect("checked above"),
+            web_listen: web_listen.expect("checked above"),
+            max_frame_bytes: raw.ingest.max_frame_bytes,
+            max_connections: raw.ingest.max_connections,
+            max_clock_skew: Duration::from_secs(raw.ingest.max_clock_skew_secs),
+            max_sample_age: Duration::from_secs(raw.ingest.max_sample_age_secs),
+            clusters,
+        })
+    }
+
+    /// The embedded defaults of `ganglion demo`: one cluster `demo` with `key`.
+    pub fn demo(ingest: SocketAddr, web: SocketAddr, key: &str) -> Config {
+        let text = format!(
+            "[ingest]\nlisten = \"{ingest}\"\n[web]\nlisten = \"{web}\"\n[[cluster]]\nname = \"demo\"\nkey = \"{key}\"\n"
+        );
+        Config::parse(&text, "demo").expect("the demo configuration is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[ingest]
+listen = "127.0.0.1:8650"
+
+[[cluster]]
+name = "web"
+key = "0123456789abcdef"
+
+[[cluster]]
+name = "db"
+key = "fedcba9876543210"
+host_expire_secs = 0
+"#;
+
+    #[test]
+    fn reads_clusters_with_defaults() {
+        let c = Config::parse(GOOD, "t").unwrap();
+        assert_eq!(c.clusters.len(), 2);
+        assert_eq!(c.clusters["web"].host_expire, Some(Duration::from_secs(86_400)));
+        assert_eq!(c.clusters["db"].host_expire, None);
+        assert_eq!(c.clusters["web"].host_timeout, None);
+        assert_eq!(c.web_listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = Config::parse("[ingest]\nlisten = \n", "f.toml").unwrap_err().to_string();
+        assert!(err.starts_with("f.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let err = Config::parse("[ingest]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n", "f.toml").unwrap_err().to_string();
+        assert!(err.starts_with("f.toml:3:1:"), "{err}");
+    }
+
+    #[test]
+    fn reports_every_semantic_problem_with_position() {
+        let text = "[ingest]\nlisten = \"nowhere\"\n[[cluster]]\nname = \"../etc\"\nkey = \"0123456789abcdef\"\n[[cluster]]\nname = \"ok\"\nkey = \"short\"\n[[cluster]]\nname = \"ok\"\nkey = \"0123456789abcdef\"\n";
+        let err = Config::parse(text, "f").unwrap_err();
+        let lines = err.0;
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].starts_with("f:2:10: ingest.listen"), "{lines:?}");
+        assert!(lines[1].starts_with("f:4:8: cluster.name"), "{lines:?}");
+        assert!(lines[2].starts_with("f:8:7: cluster ok: key"), "{lines:?}");
+        assert!(lines[3].starts_with("f:10:8: cluster ok: defined twice"), "{lines:?}");
+    }
+
+    /// Every key of the configuration appears in docs/CONFIG.md, and the documented
+    /// example is a valid configuration.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/CONFIG.md");
+        let example = doc.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
+        Config::parse(example, "CONFIG.md").unwrap();
+        let mut raw: RawConfig = toml::from_str("").unwrap();
+        raw.hosts = RawHosts { host_timeout_secs: Some(1), host_expire_secs: Some(1) };
+        raw.clusters.push(RawCluster {
+            name: unspanned("c".into()),
+            key: Some(unspanned("k".into())),
+            key_file: Some(unspanned("f".into())),
+            host_timeout_secs: Some(1),
+            host_expire_secs: Some(1),
+        });
+        let value = toml::Value::try_from(&raw).unwrap();
+        let mut missing = Vec::new();
+        for (section, v) in value.as_table().unwrap() {
+            let table = match v {
+                toml::Value::Array(a) => a[0].as_table().unwrap(),
+                t => t.as_table().unwrap(),
+            };
+            for key in table.keys() {
+                let row = format!("`{section}.{key}`");
+                if !doc.contains(&row) {
+                    missing.push(row);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in docs/CONFIG.md: {missing:?}");
+    }
+
+    #[test]
+    fn demo_defaults_parse() {
+        let c = Config::demo("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), "0123456789abcdef0123");
+        assert!(c.clusters.contains_key("demo"));
+    }
+}

@@ -1,0 +1,345 @@
+//! The agent listener.
+//!
+//! One task per connection, under a semaphore of `max_connections`. A session is:
+//! send a challenge (a fresh random nonce), read the hello, look up the cluster's key,
+//! verify, register the host, then read batches and acknowledge each once it is in the
+//! latest-value table. Anything wrong is counted and logged through
+//! [`Stats::reject`]; a frame that breaks the stream or the authentication ends the
+//! connection (after a refusal frame that tells the agent why), other connections are
+//! untouched.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ganglion_proto::frame::{self, Frame, FrameError, Kind};
+use ganglion_proto::io::{FrameReader, ReadError};
+use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Refusal};
+use ganglion_proto::name::{self, NameKind};
+use rand::RngCore;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::state::{lock, now_ms, Host, State};
+use crate::stats::{Reason, Stats};
+
+/// What a connection needs from the collector.
+pub struct IngestContext {
+    pub state: Arc<State>,
+    pub stats: Arc<Stats>,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_clock_skew: Duration,
+    pub max_sample_age: Duration,
+}
+
+/// A hello must arrive this soon after the challenge.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves agents on `listener` until `shutdown`, then waits up to five seconds for
+/// connections to finish.
+///
+/// # Errors
+/// Never returns an error today; accept errors are logged and retried with backoff.
+pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(ctx.max_connections));
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(10); x }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "Accept failed.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        ctx.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(
+            async move {
+                ctx.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+                connection(stream, peer, &ctx, &shutdown).await;
+                ctx.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            }
+            .instrument(tracing::info_span!("conn", %peer)),
+        );
+    }
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+        tracing::warn!("Agent connections did not finish in time; closing them.");
+    }
+    Ok(())
+}
+
+/// Why a session ended early: the reason to count, and a message.
+struct Stop(Reason, String);
+
+fn read_reason(e: &ReadError) -> Reason {
+    match e {
+        ReadError::Frame(FrameError::TooLarge { .. }) => Reason::TooLarge,
+        ReadError::Frame(FrameError::Version(_)) => Reason::Version,
+        _ => Reason::Malformed,
+    }
+}
+
+struct Session {
+    wr: OwnedWriteHalf,
+    nonce: [u8; 16],
+    key: Vec<u8>,
+    send_counter: u64,
+    recv_counter: u64,
+}
+
+impl Session {
+    async fn send(&mut self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+        let bytes = frame::seal(kind, self.send_counter, self.nonce, Some(&self.key), payload);
+        self.send_counter += 1;
+        self.wr.write_all(&bytes).await
+    }
+
+    /// The checks every agent frame after the hello must pass.
+    fn check(&mut self, f: &Frame) -> Result<(), Stop> {
+        if f.nonce != self.nonce {
+            return Err(Stop(Reason::Replayed, "frame belongs to another connection".into()));
+        }
+        if f.verify(&self.key).is_err() {
+            return Err(Stop(Reason::BadTag, "authentication tag does not match the cluster key".into()));
+        }
+        if f.counter != self.recv_counter {
+            return Err(Stop(
+                Reason::Replayed,
+                format!("frame counter {} where {} was due", f.counter, self.recv_counter),
+            ));
+        }
+        self.recv_counter += 1;
+        Ok(())
+    }
+}
+
+async fn refuse(wr: &mut OwnedWriteHalf, nonce: [u8; 16], reason: Reason, message: &str) {
+    let r = Refusal { reason: reason.as_str().to_owned(), message: message.to_owned() };
+    if let Ok(payload) = msg::encode(&r) {
+        let bytes = frame::seal(Kind::Error, 0, nonce, None, &payload);
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&bytes)).await;
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &IngestContext, shutdown: &CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, ctx.max_frame_bytes);
+    let mut nonce = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let challenge = Challenge {
+        collector: env!("CARGO_PKG_VERSION").to_owned(),
+        max_frame_bytes: u32::try_from(ctx.max_frame_bytes).unwrap_or(u32::MAX),
+    };
+    let payload = msg::encode(&challenge).expect("a challenge always encodes");
+    if wr.write_all(&frame::seal(Kind::Challenge, 0, nonce, None, &payload)).await.is_err() {
+        return;
+    }
+    let result = tokio::select! {
+        r = session(&mut reader, wr, nonce, peer, ctx) => r,
+        () = shutdown.cancelled() => Ok(()),
+    };
+    ctx.stats.bytes_received.fetch_add(reader.bytes_read, Ordering::Relaxed);
+    if let Err((Stop(reason, message), wr)) = result {
+        ctx.stats.reject(reason, peer, &message);
+        if let Some(mut wr) = wr {
+            refuse(&mut wr, nonce, reason, &message).await;
+        }
+    }
+}
+
+type SessionResult = Result<(), (Stop, Option<OwnedWriteHalf>)>;
+
+async fn session(
+    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+    nonce: [u8; 16],
+    peer: SocketAddr,
+    ctx: &IngestContext,
+) -> SessionResult {
+    // Hello: unauthenticated until we know which cluster's key to check it with.
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+        Err(_) => return Err((Stop(Reason::Timeout, "no hello within 10 s".into()), Some(wr))),
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err((Stop(read_reason(&e), e.to_string()), Some(wr))),
+    };
+    ctx.stats.frames_received.fetch_add(1, Ordering::Relaxed);
+    if first.kind != Kind::Hello {
+        return Err((Stop(Reason::Unexpected, format!("{:?} frame before hello", first.kind)), Some(wr)));
+    }
+    let hello: Hello = match msg::decode(&first.payload) {
+        Ok(h) => h,
+        Err(e) => return Err((Stop(Reason::BadPayload, format!("hello: {e}")), Some(wr))),
+    };
+    let Some(cluster) = ctx.state.clusters.get(&hello.cluster) else {
+        let m = format!("unknown cluster {}", name::escaped(&hello.cluster));
+        return Err((Stop(Reason::UnknownCluster, m), Some(wr)));
+    };
+    let mut s = Session { wr, nonce, key: cluster.key.clone(), send_counter: 1, recv_counter: 0 };
+    if let Err(stop) = s.check(&first) {
+        return Err((stop, Some(s.wr)));
+    }
+    let skew = (hello.sent_at_ms - now_ms()).unsigned_abs();
+    if skew > ctx.max_clock_skew.as_millis() as u64 {
+        let m = format!("hello clock differs from the collector's by {} s", skew / 1000);
+        return Err((Stop(Reason::Stale, m), Some(s.wr)));
+    }
+    if let Err(e) = name::validate(NameKind::Host, &hello.host) {
+        return Err((Stop(Reason::BadName, e.to_string()), Some(s.wr)));
+    }
+    let host = ctx.state.host(&hello.cluster, &hello.host, peer.to_string());
+    // Maps the agent's metric ids to this host's slots.
+    let mut ids: Vec<Option<usize>> = Vec::new();
+    {
+        let mut h = lock(&host);
+        h.facts = hello.facts.clone();
+        h.agent_version = hello.agent_version.clone();
+        h.interval_secs = hello.interval_secs.max(1);
+        h.peer = peer.to_string();
+        h.connections += 1;
+        h.last_seen = Instant::now();
+        h.last_seen_ms = now_ms();
+        define(&mut h, &mut ids, &hello.metrics, ctx, peer);
+    }
+    tracing::info!(cluster = %hello.cluster, host = %hello.host, metrics = hello.metrics.len(), "Agent connected.");
+    let result = batches(reader, &mut s, &host, &mut ids, peer, ctx).await;
+    lock(&host).connections -= 1;
+    result.map_err(|stop| (stop, Some(s.wr)))
+}
+
+/// Registers metric definitions; refuses bad names one by one (the rest still count).
+fn define(
+    h: &mut Host,
+    ids: &mut Vec<Option<usize>>,
+    metas: &[msg::MetricMeta],
+    ctx: &IngestContext,
+    peer: SocketAddr,
+) {
+    for m in metas {
+        if let Err(e) = name::validate(NameKind::Metric, &m.name) {
+            ctx.stats.reject(Reason::BadName, peer, &e);
+            continue;
+        }
+        // Ids are small and dense in practice; refuse absurd ones rather than allocate.
+        let Ok(id) = usize::try_from(m.id) else { continue };
+        if id >= 1 << 20 {
+            ctx.stats.reject(Reason::BadSample, peer, &format!("metric id {id} is too large"));
+            continue;
+        }
+        if ids.len() <= id {
+            ids.resize(id + 1, None);
+        }
+        ids[id] = Some(h.slot_for(m));
+    }
+}
+
+async fn batches(
+    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    s: &mut Session,
+    host: &Arc<Mutex<Host>>,
+    ids: &mut Vec<Option<usize>>,
+    peer: SocketAddr,
+    ctx: &IngestContext,
+) -> Result<(), Stop> {
+    loop {
+        let f = match reader.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(ReadError::Io(e)) => {
+                tracing::debug!(error = %e, "Agent connection failed.");
+                return Ok(());
+            }
+            Err(e) => return Err(Stop(read_reason(&e), e.to_string())),
+        };
+        ctx.stats.frames_received.fetch_add(1, Ordering::Relaxed);
+        s.check(&f)?;
+        if f.kind != Kind::Batch {
+            return Err(Stop(Reason::Unexpected, format!("{:?} frame from an agent", f.kind)));
+        }
+        let batch: Batch = msg::decode(&f.payload).map_err(|e| Stop(Reason::BadPayload, format!("batch: {e}")))?;
+        apply(&batch, host, ids, peer, ctx);
+        let ack = msg::encode(&Ack { run: batch.run, seq: batch.seq }).expect("an ack always encodes");
+        if s.send(Kind::Ack, &ack).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Puts a batch into the host's latest values. Duplicates and batches with absurd
+/// times are acknowledged without being applied: sending them again cannot help.
+fn apply(batch: &Batch, host: &Arc<Mutex<Host>>, ids: &mut Vec<Option<usize>>, peer: SocketAddr, ctx: &IngestContext) {
+    let now = now_ms();
+    let mut h = lock(host);
+    h.last_seen = Instant::now();
+    h.last_seen_ms = now;
+    if !h.note_seq(batch.run, batch.seq) {
+        ctx.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if batch.time_ms > now + ctx.max_clock_skew.as_millis() as i64
+        || batch.time_ms < now - ctx.max_sample_age.as_millis() as i64
+    {
+        ctx.stats.batches_dropped.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.reject(
+            Reason::Stale,
+            peer,
+            &format!("batch {} has time {} ms, now is {now} ms", batch.seq, batch.time_ms),
+        );
+        return;
+    }
+    if !batch.defs.is_empty() {
+        define(&mut h, ids, &batch.defs, ctx, peer);
+    }
+    if let Some(f) = &batch.facts {
+        h.facts = f.clone();
+    }
+    let mut accepted = 0u64;
+    let mut bad = 0u64;
+    for &(id, value) in &batch.values {
+        let slot = ids.get(id as usize).copied().flatten();
+        match slot {
+            Some(i) if value.is_finite() => {
+                let s = &mut h.slots[i];
+                // A replayed older batch must not overwrite a newer value.
+                if batch.time_ms >= s.time_ms {
+                    s.value = value;
+                    s.time_ms = batch.time_ms;
+                }
+                accepted += 1;
+            }
+            _ => bad += 1,
+        }
+    }
+    drop(h);
+    if bad > 0 {
+        ctx.stats.reject(
+            Reason::BadSample,
+            peer,
+            &format!("{bad} samples with NaN/infinite values or undefined ids in batch {}", batch.seq),
+        );
+    }
+    ctx.stats.samples_accepted.fetch_add(accepted, Ordering::Relaxed);
+    ctx.stats.batches_accepted.fetch_add(1, Ordering::Relaxed);
+}

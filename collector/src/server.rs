@@ -1,0 +1,115 @@
+//! Starting and stopping a collector: binds the listeners, spawns the ingest, HTTP and
+//! sweep tasks, and shuts them down in order on one cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiContext};
+use crate::config::Config;
+use crate::ingest::{self, IngestContext};
+use crate::state::State;
+use crate::stats::Stats;
+
+/// Accept backlog of the listeners. The agent protocol has the server speak first, so
+/// a connection the kernel completes but cannot queue leaves its agent waiting for a
+/// challenge until its timeout; a fleet reconnecting after a collector restart needs
+/// far more room than the common default of 128. The kernel caps it at `somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// A running collector.
+pub struct Running {
+    pub ingest_addr: SocketAddr,
+    pub web_addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Binds both listeners and starts serving.
+///
+/// # Errors
+/// When an address cannot be bound.
+pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let ingest_listener = bind(config.ingest_listen)
+        .with_context(|| format!("binding the agent listener on {}", config.ingest_listen))?;
+    let web_listener =
+        bind(config.web_listen).with_context(|| format!("binding the web listener on {}", config.web_listen))?;
+    let ingest_addr = ingest_listener.local_addr()?;
+    let web_addr = web_listener.local_addr()?;
+
+    let state = Arc::new(State::new(config.clusters.clone()));
+    let stats = Arc::new(Stats::default());
+    let ingest_ctx = Arc::new(IngestContext {
+        state: state.clone(),
+        stats: stats.clone(),
+        max_frame_bytes: config.max_frame_bytes,
+        max_connections: config.max_connections,
+        max_clock_skew: config.max_clock_skew,
+        max_sample_age: config.max_sample_age,
+    });
+    let api_ctx = Arc::new(ApiContext { state: state.clone(), stats: stats.clone(), started: Instant::now() });
+
+    let mut tasks = Vec::new();
+    let token = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = ingest::serve(ingest_listener, ingest_ctx, token).await {
+            tracing::error!(error = %e, "Agent listener failed.");
+        }
+    }));
+
+    let app =
+        ganglion_web::router().merge(api::router(api_ctx)).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ));
+    let token = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let served =
+            axum::serve(web_listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "Web server failed.");
+        }
+    }));
+
+    let token = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => state.sweep(Instant::now()),
+                () = token.cancelled() => return,
+            }
+        }
+    }));
+    tracing::info!(ingest = %ingest_addr, web = %web_addr, clusters = config.clusters.len(), "Collector started.");
+    Ok(Running { ingest_addr, web_addr, stats, tasks })
+}
+
+impl Running {
+    /// Waits for every task after the shutdown token was cancelled, then logs the
+    /// final counters so an operator sees what this run accepted and refused.
+    pub async fn stopped(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let s = self.stats.snapshot();
+        tracing::info!(
+            batches = s.batches_accepted,
+            samples = s.samples_accepted,
+            rejected = s.rejected_total,
+            "Collector stopped."
+        );
+    }
+}
