@@ -1,1 +1,9 @@
+//! End-to-end tests: the real binaries and real peers on loopback. One test binary,
+//! one module per area.
 
+mod it {
+    pub mod agent;
+    pub mod ingest;
+    pub mod lean;
+    pub mod reliability;
+}

@@ -1,0 +1,238 @@
+//! The collector's agent listener against hand-made and hostile clients.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use ganglion_proto::frame::{self, Frame, Kind};
+use ganglion_proto::msg::{self, Batch, Facts, Hello, MetricKind, MetricMeta};
+use ganglion_tests::{wait_for, Collector, CLUSTER, KEY};
+
+/// A hand-driven agent connection.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    nonce: [u8; 16],
+    counter: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+impl Client {
+    fn connect(c: &Collector) -> Client {
+        let stream = TcpStream::connect(&c.ingest).expect("connect to collector");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut cl = Client { stream, buf: Vec::new(), nonce: [0; 16], counter: 0 };
+        let ch = cl.read().expect("challenge");
+        assert_eq!(ch.kind, Kind::Challenge);
+        cl.nonce = ch.nonce;
+        cl
+    }
+
+    /// Next frame, or `None` when the collector closed the connection.
+    fn read(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((f, used)) = frame::decode(&self.buf, 1 << 20).expect("collector frames decode") {
+                self.buf.drain(..used);
+                return Some(f);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn seal(&mut self, kind: Kind, key: &[u8], payload: &[u8]) -> Vec<u8> {
+        let bytes = frame::seal(kind, self.counter, self.nonce, Some(key), payload);
+        self.counter += 1;
+        bytes
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+
+    fn hello(&mut self, host: &str, key: &[u8]) -> Vec<u8> {
+        let h = hello(CLUSTER, host);
+        self.seal(Kind::Hello, key, &msg::encode(&h).unwrap())
+    }
+
+    fn batch(&mut self, seq: u64, values: Vec<(u32, f64)>) -> Vec<u8> {
+        let b = Batch { run: 9, seq, time_ms: now_ms(), defs: vec![], facts: None, values };
+        self.seal(Kind::Batch, KEY.as_bytes(), &msg::encode(&b).unwrap())
+    }
+
+    /// Reads until the collector closes; returns the refusal reason if it sent one.
+    fn refusal(&mut self) -> Option<String> {
+        let mut reason = None;
+        while let Some(f) = self.read() {
+            if f.kind == Kind::Error {
+                let r: msg::Refusal = msg::decode(&f.payload).unwrap();
+                reason = Some(r.reason);
+            }
+        }
+        reason
+    }
+}
+
+fn hello(cluster: &str, host: &str) -> Hello {
+    Hello {
+        cluster: cluster.into(),
+        host: host.into(),
+        agent_version: "test".into(),
+        sent_at_ms: now_ms(),
+        interval_secs: 1,
+        facts: Facts::default(),
+        metrics: vec![MetricMeta {
+            id: 0,
+            name: "test_metric".into(),
+            unit: "x".into(),
+            kind: MetricKind::Gauge,
+            group: "test".into(),
+            description: "a test metric".into(),
+        }],
+    }
+}
+
+fn value_of(c: &Collector, host: &str) -> Option<f64> {
+    let h = c.host(host)?;
+    h["metrics"].as_array()?.iter().find(|m| m["name"] == "test_metric")?["value"].as_f64()
+}
+
+#[test]
+fn wrong_key_and_replayed_frames_are_rejected_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), "");
+
+    // A good session that keeps its connection open through all of the following.
+    let mut good = Client::connect(&c);
+    let h = good.hello("good", KEY.as_bytes());
+    good.send(&h);
+    let b1 = good.batch(1, vec![(0, 1.0)]);
+    good.send(&b1);
+    assert_eq!(good.read().expect("ack").kind, Kind::Ack);
+
+    // Wrong key.
+    let mut bad = Client::connect(&c);
+    let h = bad.hello("intruder", b"not-the-key-0123456789");
+    bad.send(&h);
+    assert_eq!(bad.refusal().as_deref(), Some("bad_tag"));
+    assert_eq!(c.rejected("bad_tag"), 1);
+    assert!(c.host("intruder").is_none());
+
+    // The good session's hello replayed on a new connection.
+    let mut replay = Client::connect(&c);
+    let recorded = {
+        let mut other = Client { stream: good.stream.try_clone().unwrap(), buf: vec![], nonce: good.nonce, counter: 0 };
+        other.hello("good", KEY.as_bytes())
+    };
+    replay.send(&recorded);
+    assert_eq!(replay.refusal().as_deref(), Some("replayed"));
+
+    // A batch played twice on the same connection ends that connection.
+    let mut twice = Client::connect(&c);
+    let h = twice.hello("twice", KEY.as_bytes());
+    twice.send(&h);
+    let b = twice.batch(1, vec![(0, 5.0)]);
+    twice.send(&b);
+    assert_eq!(twice.read().expect("ack").kind, Kind::Ack);
+    twice.send(&b);
+    assert_eq!(twice.refusal().as_deref(), Some("replayed"));
+    assert_eq!(c.rejected("replayed"), 2);
+
+    // The good connection is untouched.
+    let b2 = good.batch(2, vec![(0, 2.0)]);
+    good.send(&b2);
+    assert_eq!(good.read().expect("ack after the attacks").kind, Kind::Ack);
+    assert_eq!(value_of(&c, "good"), Some(2.0));
+}
+
+#[test]
+fn bad_input_is_refused_counted_and_nothing_accepted_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), "");
+    let mut good = Client::connect(&c);
+    let h = good.hello("keeper", KEY.as_bytes());
+    good.send(&h);
+    let b = good.batch(1, vec![(0, 42.0)]);
+    good.send(&b);
+    assert_eq!(good.read().unwrap().kind, Kind::Ack);
+
+    // Garbage bytes.
+    let mut g = Client::connect(&c);
+    g.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    g.refusal();
+    // Oversized length prefix.
+    let mut o = Client::connect(&c);
+    o.send(&[0x7f, 0xff, 0xff, 0xff, 1, 2]);
+    assert_eq!(o.refusal().as_deref(), Some("too_large"));
+    // Unknown protocol version.
+    let mut v = Client::connect(&c);
+    let mut bytes = v.hello("v", KEY.as_bytes());
+    bytes[4] = 99;
+    v.send(&bytes);
+    assert_eq!(v.refusal().as_deref(), Some("version"));
+    // Truncated frame, then close.
+    let mut t = Client::connect(&c);
+    let bytes = t.hello("t", KEY.as_bytes());
+    t.send(&bytes[..bytes.len() / 2]);
+    t.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    t.refusal();
+    // Unknown cluster.
+    let mut u = Client::connect(&c);
+    let payload = msg::encode(&hello("nosuch", "u")).unwrap();
+    let bytes = u.seal(Kind::Hello, KEY.as_bytes(), &payload);
+    u.send(&bytes);
+    assert_eq!(u.refusal().as_deref(), Some("unknown_cluster"));
+    // Path tricks in the host name.
+    let mut p = Client::connect(&c);
+    let bytes = p.hello("../../etc/passwd", KEY.as_bytes());
+    p.send(&bytes);
+    assert_eq!(p.refusal().as_deref(), Some("bad_name"));
+    // Control characters in the host name never reach the log as they are.
+    let mut e = Client::connect(&c);
+    let bytes = e.hello("evil\x1b[31mred", KEY.as_bytes());
+    e.send(&bytes);
+    assert_eq!(e.refusal().as_deref(), Some("bad_name"));
+    // A stale hello (an hour old).
+    let mut s = Client::connect(&c);
+    let mut old = hello(CLUSTER, "stale");
+    old.sent_at_ms -= 3_600_000;
+    let bytes = s.seal(Kind::Hello, KEY.as_bytes(), &msg::encode(&old).unwrap());
+    s.send(&bytes);
+    assert_eq!(s.refusal().as_deref(), Some("stale"));
+    // Garbage payload under a valid tag.
+    let mut m = Client::connect(&c);
+    let bytes = m.seal(Kind::Hello, KEY.as_bytes(), b"\xc1\xc1\xc1 not msgpack");
+    m.send(&bytes);
+    assert_eq!(m.refusal().as_deref(), Some("bad_payload"));
+
+    // NaN and infinite values: the samples are refused, the batch is acknowledged.
+    let b = good.batch(2, vec![(0, f64::NAN), (0, f64::INFINITY), (7, 1.0)]);
+    good.send(&b);
+    assert_eq!(good.read().unwrap().kind, Kind::Ack);
+
+    let health = c.health();
+    let r = &health["counters"]["rejected"];
+    for reason in
+        ["malformed", "too_large", "version", "unknown_cluster", "bad_name", "stale", "bad_payload", "bad_sample"]
+    {
+        assert!(r[reason].as_u64().unwrap() >= 1, "{reason} not counted: {health}");
+    }
+    let log = c.proc.tail(400);
+    assert!(log.contains(r#"invalid host name "../../etc/passwd""#), "{log}");
+    assert!(!log.contains('\x1b'), "a control character reached the log");
+    assert_eq!(value_of(&c, "keeper"), Some(42.0), "an accepted value was lost");
+    // Still serving new agents.
+    let mut late = Client::connect(&c);
+    let h = late.hello("late", KEY.as_bytes());
+    late.send(&h);
+    let b = late.batch(1, vec![(0, 7.0)]);
+    late.send(&b);
+    assert_eq!(late.read().unwrap().kind, Kind::Ack);
+    wait_for(Duration::from_secs(5), "the late host", &[&c.proc], || value_of(&c, "late"));
+}
