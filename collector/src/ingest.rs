@@ -160,7 +160,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &IngestContext, sh
         r = session(&mut reader, wr, nonce, peer, ctx) => r,
         () = shutdown.cancelled() => Ok(()),
     };
-    ctx.stats.bytes_received.fetch_add(reader.bytes_read, Ordering::Relaxed);
+    ctx.stats.bytes_received.fetch_add(reader.take_bytes_read(), Ordering::Relaxed);
     if let Err((Stop(reason, message), wr)) = result {
         ctx.stats.reject(reason, peer, &message);
         if let Some(mut wr) = wr {
@@ -274,6 +274,9 @@ async fn batches(
             Err(e) => return Err(Stop(read_reason(&e), e.to_string())),
         };
         ctx.stats.frames_received.fetch_add(1, Ordering::Relaxed);
+        // Counted as frames arrive, so the health page shows a long-lived connection's
+        // traffic before it closes.
+        ctx.stats.bytes_received.fetch_add(reader.take_bytes_read(), Ordering::Relaxed);
         s.check(&f)?;
         if f.kind != Kind::Batch {
             return Err(Stop(Reason::Unexpected, format!("{:?} frame from an agent", f.kind)));

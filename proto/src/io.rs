@@ -22,13 +22,18 @@ pub struct FrameReader<R> {
     buf: Vec<u8>,
     start: usize,
     max: usize,
-    /// Bytes read so far, for counters.
-    pub bytes_read: u64,
+    /// Bytes read and not yet taken by [`FrameReader::take_bytes_read`].
+    bytes_read: u64,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(rd: R, max: usize) -> Self {
         FrameReader { rd, buf: Vec::with_capacity(8192), start: 0, max, bytes_read: 0 }
+    }
+
+    /// Bytes read from the stream since the last call, for traffic counters.
+    pub fn take_bytes_read(&mut self) -> u64 {
+        std::mem::take(&mut self.bytes_read)
     }
 
     /// Reads the next frame; `Ok(None)` when the peer closed the stream between frames.
