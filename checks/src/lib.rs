@@ -1,1 +1,32 @@
+//! ganglion's check logic, as a pure library.
+//!
+//! This crate owns the Nagios semantics ganglion's checks engine runs on: threshold ranges,
+//! plugin output and performance data, the soft/hard state machine, flap detection,
+//! acknowledgements, scheduled downtime, external command lines and the NSCA 2.x codec. Every
+//! function takes its inputs and `now` and returns results or transitions.
+//!
+//! It does not own sockets, timers, processes or storage: the collector schedules checks,
+//! runs plugins, accepts NSCA connections, persists [`state::Status`] values and sends
+//! notifications, calling into this crate for every decision.
+//!
+//! # Layout
+//! - [`range`]: Nagios threshold ranges and warning/critical evaluation.
+//! - [`state`]: service and host states, the soft/hard state machine, reachability, freshness.
+//!
+//! # Example
+//! ```
+//! use ganglion_checks::range::Thresholds;
+//! use ganglion_checks::state::{ResultContext, ServiceState, ServiceStatus, StateSettings, StateType};
+//!
+//! let thresholds = Thresholds::parse(Some("80"), Some("95")).unwrap();
+//! let settings = StateSettings { max_check_attempts: 2, check_interval_secs: 60, retry_interval_secs: 10 };
+//! let mut status = ServiceStatus::new();
+//!
+//! let t = status.apply(&settings, thresholds.evaluate(97.0), 1_700_000_000, ResultContext::default());
+//! assert_eq!((t.state, t.state_type, t.next_check), (ServiceState::Critical, StateType::Soft, 1_700_000_010));
+//! let t = status.apply(&settings, thresholds.evaluate(96.0), 1_700_000_010, ResultContext::default());
+//! assert!(t.hard_state_change);
+//! ```
 
+pub mod range;
+pub mod state;
