@@ -36,9 +36,9 @@ impl Registry {
                     let meta = MetricMeta {
                         id,
                         name: r.name.clone(),
-                        unit: r.desc.unit.to_owned(),
+                        unit: r.desc.unit.clone().into_owned(),
                         kind: r.desc.kind,
-                        group: r.desc.group.to_owned(),
+                        group: r.desc.group.clone().into_owned(),
                         description: r.desc.description.clone().into_owned(),
                     };
                     self.ids.insert(r.name.clone(), id);
@@ -47,8 +47,34 @@ impl Registry {
                     id
                 }
             };
-            values.push((id, r.value));
+            values.push((id, wire_value(r.value)));
         }
         values
+    }
+}
+
+/// A reading as it is sent: integers as they are, anything else rounded to single
+/// precision (about seven significant digits, finer than any rate or share the agent
+/// measures), which the wire then carries in 5 bytes instead of 9.
+fn wire_value(v: f64) -> f64 {
+    if v.fract() == 0.0 || v.abs() > f64::from(f32::MAX) {
+        v
+    } else {
+        f64::from(v as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_fractions_to_single_precision_and_keeps_integers() {
+        assert_eq!(wire_value(16_384_000.0), 16_384_000.0);
+        assert_eq!(wire_value(1.0e15), 1.0e15);
+        let v = wire_value(12.345_678_912_3);
+        assert_eq!(f64::from(v as f32), v);
+        assert!((v - 12.345_678_912_3).abs() < 1e-5);
+        assert_eq!(wire_value(1e300), 1e300);
     }
 }

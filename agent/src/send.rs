@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ganglion_proto::frame::{self, Kind};
 use ganglion_proto::io::{FrameReader, ReadError};
-use ganglion_proto::msg::{self, Ack, Challenge, Hello, Refusal};
+use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Refusal};
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -109,9 +109,20 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
     let mut recv_counter = 1u64;
     let mut latest = shared.latest.subscribe();
     let mut next = shared.resume_point(idx);
+    // Values of the previous batch sent on this connection, by metric id: a batch only
+    // carries what changed since then (PROTOCOL.md, "Batch").
+    let mut sent: Vec<Option<f64>> = Vec::new();
     loop {
         // Send what the window allows.
         while let Some((seq, payload)) = shared.next_to_send(idx, &mut next) {
+            let payload = match msg::decode::<Batch>(&payload).and_then(|b| msg::encode(&b.delta_against(&mut sent))) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The spool holds only batches this process encoded.
+                    tracing::error!(seq, error = %e, "Spooled batch does not decode; skipping it.");
+                    continue;
+                }
+            };
             let bytes = frame::seal(Kind::Batch, counter, nonce, Some(key), &payload);
             if bytes.len() > max_frame + frame::PREFIX_LEN {
                 tracing::error!(seq, bytes = bytes.len(), "Batch larger than the collector accepts; dropping it.");

@@ -244,7 +244,7 @@ fn define(
         }
         // Ids are small and dense in practice; refuse absurd ones rather than allocate.
         let Ok(id) = usize::try_from(m.id) else { continue };
-        if id >= 1 << 20 {
+        if m.id > MAX_METRIC_ID {
             ctx.stats.reject(Reason::BadSample, peer, &format!("metric id {id} is too large"));
             continue;
         }
@@ -263,6 +263,9 @@ async fn batches(
     peer: SocketAddr,
     ctx: &IngestContext,
 ) -> Result<(), Stop> {
+    // Values of the previous batch on this connection, by agent metric id: the agent
+    // leaves out what did not change (PROTOCOL.md, "Batch").
+    let mut held: Vec<Option<f64>> = Vec::new();
     loop {
         let f = match reader.next().await {
             Ok(Some(f)) => f,
@@ -281,13 +284,53 @@ async fn batches(
         if f.kind != Kind::Batch {
             return Err(Stop(Reason::Unexpected, format!("{:?} frame from an agent", f.kind)));
         }
-        let batch: Batch = msg::decode(&f.payload).map_err(|e| Stop(Reason::BadPayload, format!("batch: {e}")))?;
+        let mut batch: Batch = msg::decode(&f.payload).map_err(|e| Stop(Reason::BadPayload, format!("batch: {e}")))?;
+        let bad = carry_forward(&mut held, &mut batch);
+        if bad > 0 {
+            ctx.stats.reject(
+                Reason::BadSample,
+                peer,
+                &format!("{bad} samples with NaN/infinite values or ids beyond {MAX_METRIC_ID}"),
+            );
+        }
         apply(&batch, host, ids, peer, ctx);
         let ack = msg::encode(&Ack { run: batch.run, seq: batch.seq }).expect("an ack always encodes");
         if s.send(Kind::Ack, &ack).await.is_err() {
             return Ok(());
         }
     }
+}
+
+/// Largest metric id an agent may use; ids index per-connection tables.
+const MAX_METRIC_ID: u32 = (1 << 20) - 1;
+
+/// Turns a batch as sent (changed values only) into the full set of values it stands
+/// for, updating `held`. Returns how many values were refused (absurd id, NaN or
+/// infinite).
+fn carry_forward(held: &mut Vec<Option<f64>>, batch: &mut Batch) -> u64 {
+    for &id in &batch.gone {
+        if let Some(slot) = held.get_mut(id as usize) {
+            *slot = None;
+        }
+    }
+    let mut bad = 0;
+    for &(id, v) in &batch.values {
+        if id > MAX_METRIC_ID {
+            bad += 1;
+            continue;
+        }
+        let i = id as usize;
+        if held.len() <= i {
+            held.resize(i + 1, None);
+        }
+        // A NaN is refused once, not carried into every later batch.
+        held[i] = if v.is_finite() { Some(v) } else { None };
+        bad += u64::from(!v.is_finite());
+    }
+    batch.values.clear();
+    batch.values.extend(held.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i as u32, v))));
+    batch.gone.clear();
+    bad
 }
 
 /// Puts a batch into the host's latest values. Duplicates and batches with absurd

@@ -189,7 +189,15 @@ async fn host(
             for (m, v) in values.iter_mut() {
                 *v += f64::from((seq as u32).wrapping_mul(*m + 1) % 7) - 3.0;
             }
-            let batch = Batch { run: 1, seq, time_ms: now_ms(), defs: vec![], facts: None, values: values.clone() };
+            let batch = Batch {
+                run: 1,
+                seq,
+                time_ms: now_ms(),
+                defs: vec![],
+                facts: None,
+                values: values.clone(),
+                gone: vec![],
+            };
             wr.write_all(&frame::seal(Kind::Batch, counter, nonce, Some(key), &msg::encode(&batch)?)).await?;
             counter += 1;
         }

@@ -129,8 +129,141 @@ pub struct Batch {
     pub defs: Vec<MetricMeta>,
     /// New facts when they changed since the hello.
     pub facts: Option<Facts>,
-    /// `(metric id, value)` pairs.
+    /// `(metric id, value)` pairs. On the wire each value takes the shortest exact
+    /// MessagePack form: an integer when it is integral, a 32-bit float when that holds
+    /// it exactly, a 64-bit float otherwise (see [`values`]).
+    ///
+    /// Within one connection, a batch after the first leaves out every value equal to
+    /// the one the same metric had in the previous batch sent on that connection; the
+    /// receiver carries those forward. A spooled batch holds every value; the sender
+    /// leaves out the unchanged ones as it sends.
+    #[serde(with = "values")]
     pub values: Vec<(u32, f64)>,
+    /// Metrics that had a value in the previous batch of this connection and have none
+    /// now (a disk unplugged, a source down), so the receiver stops carrying them.
+    #[serde(default)]
+    pub gone: Vec<u32>,
+}
+
+impl Batch {
+    /// This batch as sent after `prev` on the same connection: values equal to `prev`'s
+    /// left out, metrics `prev` had and this batch lacks listed in `gone`. `prev` is
+    /// indexed by metric id and is updated to this batch's full values.
+    pub fn delta_against(&self, prev: &mut Vec<Option<f64>>) -> Batch {
+        let mut present = vec![false; prev.len()];
+        let mut values = Vec::with_capacity(self.values.len());
+        for &(id, v) in &self.values {
+            let i = id as usize;
+            if i >= prev.len() {
+                prev.resize(i + 1, None);
+                present.resize(i + 1, false);
+            }
+            present[i] = true;
+            // Bitwise, so NaN is sent again and -0.0 differs from 0.0.
+            if prev[i].map(f64::to_bits) != Some(v.to_bits()) {
+                values.push((id, v));
+                prev[i] = Some(v);
+            }
+        }
+        let mut gone = Vec::new();
+        for (i, slot) in prev.iter_mut().enumerate() {
+            if slot.is_some() && !present[i] {
+                *slot = None;
+                gone.push(i as u32);
+            }
+        }
+        Batch {
+            run: self.run,
+            seq: self.seq,
+            time_ms: self.time_ms,
+            defs: self.defs.clone(),
+            facts: self.facts.clone(),
+            values,
+            gone,
+        }
+    }
+}
+
+/// Compact encoding of `(id, value)` pairs: see [`Batch::values`].
+pub mod values {
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::ser::SerializeSeq;
+    use serde::{Deserializer, Serializer};
+
+    /// Largest magnitude below which every integer is exactly an f64.
+    const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+    struct Num(f64);
+
+    impl serde::Serialize for Num {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let v = self.0;
+            if v.fract() == 0.0 && v.abs() < EXACT_INT && !(v == 0.0 && v.is_sign_negative()) {
+                s.serialize_i64(v as i64)
+            } else if f64::from(v as f32).to_bits() == v.to_bits() {
+                s.serialize_f32(v as f32)
+            } else {
+                s.serialize_f64(v)
+            }
+        }
+    }
+
+    struct NumVisitor;
+
+    impl Visitor<'_> for NumVisitor {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_f32<E: de::Error>(self, v: f32) -> Result<f64, E> {
+            Ok(f64::from(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+    }
+
+    struct AnyNum(f64);
+
+    impl<'de> serde::Deserialize<'de> for AnyNum {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(NumVisitor).map(AnyNum)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(values: &[(u32, f64)], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(values.len()))?;
+        for &(id, v) in values {
+            seq.serialize_element(&(id, Num(v)))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, f64)>, D::Error> {
+        struct SeqVisitor;
+        impl<'de> Visitor<'de> for SeqVisitor {
+            type Value = Vec<(u32, f64)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of [id, value] pairs")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // The hint comes from the peer: cap it so a forged length cannot make us
+                // allocate more than the frame could hold.
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some((id, AnyNum(v))) = seq.next_element::<(u32, AnyNum)>()? {
+                    out.push((id, v));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(SeqVisitor)
+    }
 }
 
 /// The collector accepted every batch up to and including `seq`.
@@ -171,9 +304,34 @@ mod tests {
         fn batch_round_trips(seq: u64, time_ms: i64,
                              defs in proptest::collection::vec(meta(), 0..4),
                              values in proptest::collection::vec((any::<u32>(), -1e12f64..1e12), 0..200)) {
-            let b = Batch { run: 7, seq, time_ms, defs, facts: None, values };
+            let b = Batch { run: 7, seq, time_ms, defs, facts: None, values, gone: vec![] };
             let back: Batch = decode(&encode(&b).unwrap()).unwrap();
             prop_assert_eq!(back, b);
+        }
+
+        #[test]
+        fn any_value_round_trips_bit_for_bit(v: f64, bits: u64) {
+            for v in [v, f64::from_bits(bits), v.round(), f64::from(v as f32)] {
+                let b = Batch { run: 1, seq: 1, time_ms: 0, defs: vec![], facts: None, values: vec![(3, v)], gone: vec![] };
+                let back: Batch = decode(&encode(&b).unwrap()).unwrap();
+                prop_assert_eq!(back.values[0].1.to_bits(), v.to_bits(), "{}", v);
+            }
+        }
+
+        #[test]
+        fn deltas_rebuild_the_full_batches(batches in proptest::collection::vec(
+            proptest::collection::btree_map(0u32..20, prop_oneof![Just(1.0f64), Just(2.5), -1e6f64..1e6], 0..20), 1..12)) {
+            let mut sent = Vec::new();
+            let mut held: std::collections::BTreeMap<u32, f64> = Default::default();
+            for (i, values) in batches.iter().enumerate() {
+                let full = Batch { run: 1, seq: i as u64 + 1, time_ms: 0, defs: vec![], facts: None,
+                                   values: values.iter().map(|(k, v)| (*k, *v)).collect(), gone: vec![] };
+                let d = full.delta_against(&mut sent);
+                let d: Batch = decode(&encode(&d).unwrap()).unwrap();
+                for id in &d.gone { held.remove(id); }
+                for (id, v) in &d.values { held.insert(*id, *v); }
+                prop_assert_eq!(&held, values);
+            }
         }
 
         #[test]
@@ -199,8 +357,20 @@ mod tests {
     #[test]
     fn sample_costs_about_eleven_bytes() {
         let values: Vec<(u32, f64)> = (0..100).map(|i| (i, i as f64 * 1.37)).collect();
-        let b = Batch { run: 1 << 60, seq: 1, time_ms: 1_700_000_000_000, defs: vec![], facts: None, values };
+        let b =
+            Batch { run: 1 << 60, seq: 1, time_ms: 1_700_000_000_000, defs: vec![], facts: None, values, gone: vec![] };
         let len = encode(&b).unwrap().len();
         assert!(len <= 100 * 11 + 40, "{len} bytes for 100 samples");
+    }
+
+    #[test]
+    fn integral_and_single_precision_values_are_short() {
+        let values: Vec<(u32, f64)> =
+            (0..100).map(|i| (i, if i % 2 == 0 { f64::from(i * 1000) } else { 0.25 })).collect();
+        let b =
+            Batch { run: 1 << 60, seq: 1, time_ms: 1_700_000_000_000, defs: vec![], facts: None, values, gone: vec![] };
+        let len = encode(&b).unwrap().len();
+        // Array header, id and a value of at most 5 bytes (u32 or f32): 7 bytes, not 11.
+        assert!(len <= 100 * 7 + 40, "{len} bytes for 100 short samples");
     }
 }

@@ -62,7 +62,7 @@ impl Client {
     }
 
     fn batch(&mut self, seq: u64, values: Vec<(u32, f64)>) -> Vec<u8> {
-        let b = Batch { run: 9, seq, time_ms: now_ms(), defs: vec![], facts: None, values };
+        let b = Batch { run: 9, seq, time_ms: now_ms(), defs: vec![], facts: None, values, gone: vec![] };
         self.seal(Kind::Batch, KEY.as_bytes(), &msg::encode(&b).unwrap())
     }
 
@@ -235,4 +235,49 @@ fn bad_input_is_refused_counted_and_nothing_accepted_is_lost() {
     late.send(&b);
     assert_eq!(late.read().unwrap().kind, Kind::Ack);
     wait_for(Duration::from_secs(5), "the late host", &[&c.proc], || value_of(&c, "late"));
+}
+
+fn metric_time(c: &Collector, host: &str) -> Option<i64> {
+    let h = c.host(host)?;
+    h["metrics"].as_array()?.iter().find(|m| m["name"] == "test_metric")?["time_ms"].as_i64()
+}
+
+#[test]
+fn unchanged_values_are_carried_forward_until_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), "");
+    let mut a = Client::connect(&c);
+    let h = a.hello("delta", KEY.as_bytes());
+    a.send(&h);
+    let b = a.batch(1, vec![(0, 5.0)]);
+    a.send(&b);
+    assert_eq!(a.read().unwrap().kind, Kind::Ack);
+    let t1 = metric_time(&c, "delta").expect("first value stored");
+
+    // Nothing changed: the batch carries no value, the metric still gets this batch's time.
+    std::thread::sleep(Duration::from_millis(20));
+    let b = a.batch(2, vec![]);
+    a.send(&b);
+    assert_eq!(a.read().unwrap().kind, Kind::Ack);
+    let t2 = metric_time(&c, "delta").unwrap();
+    assert!(t2 > t1, "unchanged value not carried to the second batch ({t1} → {t2})");
+    assert_eq!(value_of(&c, "delta"), Some(5.0));
+
+    // The metric is gone: no longer carried, its last value stays as it was.
+    std::thread::sleep(Duration::from_millis(20));
+    let gone = Batch { run: 9, seq: 3, time_ms: now_ms(), defs: vec![], facts: None, values: vec![], gone: vec![0] };
+    let bytes = a.seal(Kind::Batch, KEY.as_bytes(), &msg::encode(&gone).unwrap());
+    a.send(&bytes);
+    assert_eq!(a.read().unwrap().kind, Kind::Ack);
+    assert_eq!(metric_time(&c, "delta"), Some(t2), "a gone metric was carried");
+
+    // A new connection starts from nothing: its first batch is complete by rule.
+    let mut b2 = Client::connect(&c);
+    let h = b2.hello("delta", KEY.as_bytes());
+    b2.send(&h);
+    let b = Batch { run: 9, seq: 4, time_ms: now_ms(), defs: vec![], facts: None, values: vec![], gone: vec![] };
+    let bytes = b2.seal(Kind::Batch, KEY.as_bytes(), &msg::encode(&b).unwrap());
+    b2.send(&bytes);
+    assert_eq!(b2.read().unwrap().kind, Kind::Ack);
+    assert_eq!(metric_time(&c, "delta"), Some(t2), "a value was carried across connections");
 }
