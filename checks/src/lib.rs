@@ -10,6 +10,7 @@
 //! notifications, calling into this crate for every decision.
 //!
 //! # Layout
+//! - [`plugin`]: exit codes, output split (first line, long output, perfdata), perfdata grammar.
 //! - [`range`]: Nagios threshold ranges and warning/critical evaluation.
 //! - [`state`]: service and host states, the soft/hard state machine, reachability, freshness.
 //!
@@ -28,5 +29,6 @@
 //! assert!(t.hard_state_change);
 //! ```
 
+pub mod plugin;
 pub mod range;
 pub mod state;
