@@ -10,6 +10,7 @@
 //! notifications, calling into this crate for every decision.
 //!
 //! # Layout
+//! - [`flap`]: Nagios flap detection (21-state history, weighted percent change, hysteresis).
 //! - [`plugin`]: exit codes, output split (first line, long output, perfdata), perfdata grammar.
 //! - [`range`]: Nagios threshold ranges and warning/critical evaluation.
 //! - [`state`]: service and host states, the soft/hard state machine, reachability, freshness.
@@ -29,6 +30,7 @@
 //! assert!(t.hard_state_change);
 //! ```
 
+pub mod flap;
 pub mod plugin;
 pub mod range;
 pub mod state;
