@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`flap`]: Nagios flap detection (21-state history, weighted percent change, hysteresis).
+//! - [`nsca`]: NSCA 2.x server-side codec: init packet, ciphers, data-packet decoder.
 //! - [`plugin`]: exit codes, output split (first line, long output, perfdata), perfdata grammar.
 //! - [`range`]: Nagios threshold ranges and warning/critical evaluation.
 //! - [`state`]: service and host states, the soft/hard state machine, reachability, freshness.
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod flap;
+pub mod nsca;
 pub mod plugin;
 pub mod range;
 pub mod state;
