@@ -10,6 +10,8 @@
 //! notifications, calling into this crate for every decision.
 //!
 //! # Layout
+//! - [`ack`]: acknowledgements, normal and sticky, and when they are cleared.
+//! - [`command`]: Nagios external command lines (`PROCESS_SERVICE_CHECK_RESULT`, acks, downtimes).
 //! - [`flap`]: Nagios flap detection (21-state history, weighted percent change, hysteresis).
 //! - [`nsca`]: NSCA 2.x server-side codec: init packet, ciphers, data-packet decoder.
 //! - [`plugin`]: exit codes, output split (first line, long output, perfdata), perfdata grammar.
@@ -31,6 +33,8 @@
 //! assert!(t.hard_state_change);
 //! ```
 
+pub mod ack;
+pub mod command;
 pub mod flap;
 pub mod nsca;
 pub mod plugin;
