@@ -1,5 +1,12 @@
 //! The agent's main loop: collect on a timer, number and spool each batch, and let
 //! one sender task per collector deliver it.
+//!
+//! Tasks of a running agent, all on one current-thread runtime: the collect loop
+//! (host metrics on the runtime thread, application sources on the blocking pool,
+//! see [`crate::collect::apps`]), one sender per collector, one task per exec plugin
+//! (whose newest readings wait in [`ExecResults`]) and the send socket server
+//! (whose pushes wait in [`CustomMetrics`]). Everything a collection gathered goes
+//! into the same batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,8 +17,11 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::collect::apps::AppSet;
+use crate::collect::exec::{self, ExecResults};
 use crate::collect::{self, HostCollector, HostConfig, Reading};
 use crate::config::AgentConfig;
+use crate::push::{self, CustomMetrics, Push, PushError, PushSink};
 use crate::registry::Registry;
 use crate::send::{self, WINDOW};
 use crate::spool::{Payload, Spool, SpoolStats};
@@ -36,6 +46,22 @@ pub(crate) struct Shared {
     table: Mutex<Table>,
     /// Newest sequence number, so senders wake up when a batch arrives.
     pub latest: watch::Sender<u64>,
+    /// Metrics pushed through the send socket, for the next batch.
+    custom: Mutex<CustomMetrics>,
+    /// Newest readings of each exec plugin, for the next batch.
+    exec: Arc<ExecResults>,
+}
+
+impl PushSink for Shared {
+    fn push(&self, p: Push) -> Result<(), PushError> {
+        // A pushed metric must not take over one of the agent's own: both would
+        // write the same series.
+        let known = lock(&self.table).registry.contains(&p.name);
+        if known && !lock(&self.custom).contains(&p.name) {
+            return Err(PushError::Refused(format!("{} is one of the agent's own metrics", p.name)));
+        }
+        lock(&self.custom).put(p, Instant::now())
+    }
 }
 
 struct Table {
@@ -139,8 +165,25 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> std::io::R
         spool: Mutex::new(spool),
         table: Mutex::new(Table { registry: Registry::default(), facts }),
         latest,
+        custom: Mutex::new(CustomMetrics::default()),
+        exec: Arc::new(ExecResults::default()),
         config,
     });
+    if let Some(path) = &shared.config.send_socket {
+        match push::bind(path) {
+            Ok(listener) => {
+                tracing::info!(socket = %path.display(), "Accepting custom metrics.");
+                tokio::spawn(push::serve(listener, shared.clone(), shutdown.clone()));
+            }
+            // The agent's own metrics matter more than custom ones: run without.
+            Err(e) => tracing::warn!(
+                socket = %path.display(),
+                error = %e,
+                "Could not open the send socket; ganglion-agent send will not reach this agent."
+            ),
+        }
+    }
+    exec::spawn(&shared.config.exec, shared.exec.clone(), shutdown.clone());
     let mut tasks = Vec::new();
     for (idx, addr) in shared.config.collectors.iter().enumerate() {
         tasks.push(tokio::spawn(send::run(idx, addr.clone(), shared.clone(), shutdown.clone())));
@@ -160,8 +203,10 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
     let delay = shared.config.first_delay.unwrap_or_else(|| interval.mul_f64(rand::thread_rng().gen_range(0.0..1.0)));
     tracing::info!(interval_secs = interval.as_secs(), first_in_ms = delay.as_millis() as u64, "Agent started.");
     let mut host = HostCollector::new(hc.clone());
+    let mut apps = AppSet::new(&shared.config);
     // Prime the counters so the first batch already has rates.
     host.collect(Instant::now());
+    apps.collect(&mut Vec::new()).await;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + delay, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n = 0u64;
@@ -170,7 +215,10 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let readings = host.collect(Instant::now());
+        let mut readings = host.collect(Instant::now());
+        apps.collect(&mut readings).await;
+        shared.exec.drain_into(&mut readings);
+        lock(&shared.custom).take(Instant::now(), &mut readings);
         n += 1;
         // Facts change rarely (addresses, kernel after reboot); look every 20 intervals.
         let facts = if n.is_multiple_of(20) { Some(collect::facts(&hc, shared.config.tags.clone())) } else { None };
@@ -206,10 +254,24 @@ fn push_batch(shared: &Shared, readings: &[Reading], facts: Option<Facts>) {
     }
 }
 
-/// One collection over `over`, for `ganglion-agent --once`.
-pub fn collect_once(over: Duration, skip_devices: Vec<String>) -> Vec<Reading> {
-    let mut host = HostCollector::new(HostConfig { skip_devices, ..HostConfig::default() });
+/// One collection over `over`, for `ganglion-agent --once`: host metrics and, with a
+/// config, its application sources and one run of each exec plugin.
+pub async fn collect_once(config: Option<&AgentConfig>, over: Duration) -> Vec<Reading> {
+    let hc = config.map_or_else(HostConfig::default, host_config);
+    let mut host = HostCollector::new(hc);
+    let mut apps = config.map(AppSet::new);
     host.collect(Instant::now());
-    std::thread::sleep(over);
-    host.collect(Instant::now())
+    if let Some(a) = apps.as_mut() {
+        a.collect(&mut Vec::new()).await;
+    }
+    tokio::time::sleep(over).await;
+    let mut out = host.collect(Instant::now());
+    if let Some(a) = apps.as_mut() {
+        a.collect(&mut out).await;
+    }
+    for plugin in config.map_or(&[][..], |c| &c.exec) {
+        let mut health = collect::apps::Health::new(format!("exec_{}", plugin.name));
+        out.extend(exec::run_and_read(plugin, &mut health).await);
+    }
+    out
 }

@@ -1,21 +1,24 @@
 //! `ganglion-agent`: the binary around the agent library. Reads the config file, sets
 //! up logging and runs until SIGINT/SIGTERM. `--once` prints one collection as a
-//! table, for troubleshooting a host.
+//! table, for troubleshooting a host. `send` pushes one custom metric, through the
+//! running agent's socket or (`--direct`) straight to the collectors, like gmetric.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::Parser;
-use ganglion_agent::config::AgentConfig;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use ganglion_agent::config::{AgentConfig, DEFAULT_SEND_SOCKET};
+use ganglion_agent::push::{self, Push};
+use ganglion_proto::msg::MetricKind;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "ganglion-agent", version, about = "Pushes this host's metrics to ganglion collectors.")]
 struct Args {
     /// Agent configuration file (TOML).
-    #[arg(long, short, default_value = "/etc/ganglion/agent.toml")]
+    #[arg(long, short, default_value = "/etc/ganglion/agent.toml", global = true)]
     config: PathBuf,
     /// Collect once over `--over-secs`, print a table and exit.
     #[arg(long)]
@@ -24,8 +27,58 @@ struct Args {
     #[arg(long, default_value_t = 1.0)]
     over_secs: f64,
     /// Log filter (error, warn, info, debug, trace or a tracing directive).
-    #[arg(long, default_value = "info", env = "GANGLION_LOG")]
+    #[arg(long, default_value = "info", env = "GANGLION_LOG", global = true)]
     log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Push one custom metric: to the running agent, which adds it to its next batch,
+    /// or with --direct straight to the collectors of the config file.
+    Send(SendArgs),
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Metric name (A-Z a-z 0-9 _ - . :).
+    #[arg(long)]
+    name: String,
+    /// Value.
+    #[arg(long, allow_negative_numbers = true)]
+    value: f64,
+    /// Unit shown with the value (`s`, `jobs`, `bytes/sec`).
+    #[arg(long, default_value = "")]
+    unit: String,
+    /// Gauge (a level) or counter (an ever-increasing count).
+    #[arg(long = "type", value_enum, default_value_t = Kind::Gauge)]
+    kind: Kind,
+    /// Dashboard group.
+    #[arg(long, default_value = "custom")]
+    group: String,
+    /// Seconds the value stays current: the running agent repeats a gauge in its
+    /// batches for this long after the push.
+    #[arg(long, default_value_t = push::DEFAULT_TMAX.as_secs())]
+    tmax: u64,
+    /// The agent's socket. Default: `send_socket` of the config file, else /run/ganglion-agent/send.sock.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Send straight to the collectors named in the config file, in a one-shot session.
+    #[arg(long)]
+    direct: bool,
+    /// With --direct: report under this host name instead of the config's.
+    #[arg(long, requires = "direct")]
+    host: Option<String>,
+    /// With --direct: report in this cluster (the config's key must be that cluster's).
+    #[arg(long, requires = "direct")]
+    cluster: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Gauge,
+    Counter,
 }
 
 fn main() -> ExitCode {
@@ -44,19 +97,30 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime(config: Option<&AgentConfig>) -> anyhow::Result<tokio::runtime::Runtime> {
+    // Application sources run on the blocking pool once per interval; keeping their
+    // threads a little longer than that reuses them instead of starting new ones.
+    let keep = config.map_or(Duration::from_secs(10), |c| c.interval + Duration::from_secs(5));
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_keep_alive(keep)
+        .max_blocking_threads(16)
+        .build()?)
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Send(s)) = args.command {
+        return send(&args.config, s);
+    }
     if args.once {
-        let skip = match AgentConfig::load(&args.config) {
-            Ok(c) => c.skip_devices,
-            Err(_) => ganglion_agent::collect::HostConfig::default().skip_devices,
-        };
+        let config = AgentConfig::load(&args.config).ok();
         let over = Duration::try_from_secs_f64(args.over_secs).context("--over-secs")?;
-        let readings = ganglion_agent::collect_once(over, skip);
+        let readings = runtime(config.as_ref())?.block_on(ganglion_agent::collect_once(config.as_ref(), over));
         print!("{}", ganglion_agent::collect::render_table(&readings));
         return Ok(());
     }
     let config = AgentConfig::load(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = runtime(Some(&config))?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let agent = ganglion_agent::run(config, shutdown.clone()).await.context("starting the agent")?;
@@ -66,6 +130,55 @@ fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())
     })
+}
+
+fn send(config_path: &std::path::Path, s: SendArgs) -> anyhow::Result<()> {
+    let p = Push {
+        name: s.name,
+        value: s.value,
+        unit: s.unit,
+        kind: match s.kind {
+            Kind::Gauge => MetricKind::Gauge,
+            Kind::Counter => MetricKind::Counter,
+        },
+        group: s.group,
+        tmax: Duration::from_secs(s.tmax),
+    };
+    p.check()?;
+    if s.direct {
+        let config = AgentConfig::load(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+        let results = runtime(None)?.block_on(push::direct(
+            &config,
+            s.cluster.as_deref(),
+            s.host.as_deref(),
+            std::slice::from_ref(&p),
+        ));
+        let mut failed = 0;
+        for (collector, r) in results {
+            if let Err(e) = r {
+                eprintln!("ganglion-agent: {collector}: {e}");
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            bail!("{failed} collector(s) did not take the metric");
+        }
+        return Ok(());
+    }
+    let socket = match s.socket {
+        Some(p) => p,
+        None if config_path.exists() => AgentConfig::load(config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?
+            .send_socket
+            .context("the agent's send_socket is turned off in its config; use --direct")?,
+        None => PathBuf::from(DEFAULT_SEND_SOCKET),
+    };
+    let answers = push::send_to_socket(&socket, std::slice::from_ref(&p), Duration::from_secs(5))
+        .with_context(|| format!("sending to the agent at {} (is it running? --direct skips it)", socket.display()))?;
+    if let Some(Err(e)) = answers.into_iter().next() {
+        bail!("the agent refused {}: {e}", p.name);
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -21,6 +21,11 @@ impl Registry {
         &self.metas
     }
 
+    /// Whether `name` has an id.
+    pub fn contains(&self, name: &str) -> bool {
+        self.ids.contains_key(name)
+    }
+
     /// Maps readings to `(id, value)` pairs; entries seen for the first time are
     /// appended to `defs` so the batch that first uses them also describes them.
     pub fn encode(&mut self, readings: &[Reading], defs: &mut Vec<MetricMeta>) -> Vec<(u32, f64)> {

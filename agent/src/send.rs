@@ -173,3 +173,48 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
         }
     }
 }
+
+/// A one-shot session, for `ganglion-agent send --direct`: challenge, `hello`, one
+/// batch, its ack, close. The batch's metrics must be in the hello's table.
+///
+/// # Errors
+/// [`SendError`] for any failure, including no ack within the connect timeout.
+pub async fn one_shot(addr: &str, key: &[u8], hello: &Hello, batch: &Batch) -> Result<(), SendError> {
+    let protocol = |e: msg::PayloadError| SendError::Protocol(e.to_string());
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| SendError::ConnectTimeout)?
+        .map_err(SendError::Connect)?;
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, frame::DEFAULT_MAX_FRAME_BYTES);
+    let first = next_frame(&mut reader).await?;
+    if first.kind != Kind::Challenge {
+        return Err(SendError::Protocol(format!("expected a challenge, got {:?}", first.kind)));
+    }
+    let nonce = first.nonce;
+    wr.write_all(&frame::seal(Kind::Hello, 0, nonce, Some(key), &msg::encode(hello).map_err(protocol)?)).await?;
+    wr.write_all(&frame::seal(Kind::Batch, 1, nonce, Some(key), &msg::encode(batch).map_err(protocol)?)).await?;
+    let f = next_frame(&mut reader).await?;
+    if f.kind == Kind::Error {
+        let r: Refusal = msg::decode(&f.payload).map_err(protocol)?;
+        return Err(SendError::Refused { reason: r.reason, message: r.message });
+    }
+    if f.kind != Kind::Ack || f.verify(key).is_err() || f.nonce != nonce {
+        return Err(SendError::Protocol("no authentic ack from the collector".into()));
+    }
+    let ack: Ack = msg::decode(&f.payload).map_err(protocol)?;
+    if (ack.run, ack.seq) != (batch.run, batch.seq) {
+        return Err(SendError::Protocol(format!("ack for {}/{}, not for our batch", ack.run, ack.seq)));
+    }
+    let _ = wr.shutdown().await;
+    Ok(())
+}
+
+async fn next_frame(
+    reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Result<ganglion_proto::frame::Frame, SendError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| SendError::Idle(CONNECT_TIMEOUT))??
+        .ok_or(SendError::Closed)
+}

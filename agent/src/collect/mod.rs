@@ -1,5 +1,6 @@
-//! Linux host metrics, read from `/proc`, `/sys` and `statvfs`, named as Ganglia's
-//! gmond names them.
+//! What the agent measures: Linux host metrics, read from `/proc`, `/sys` and
+//! `statvfs` and named as Ganglia's gmond names them, and the optional application
+//! sources (Apache, MySQL/MariaDB, memcached, exec plugins) of [`apps`].
 //!
 //! This module owns reading and interpreting the kernel's files; it owns no timer
 //! (the caller passes `now`), no metric ids (see [`crate::registry`]) and no sending.
@@ -21,6 +22,9 @@
 //! - `fs`: `fs_<mount>_*`, `disk_total`, `disk_free`, `part_max_used`.
 //! - `net`: `net_<if>_*` and the totals `bytes_in`, … without `lo`.
 //! - `facts`: [`facts()`], the host's names, sizes and addresses.
+//! - [`apps`]: running the application sources off the runtime thread, `*_up`.
+//! - [`apache`], [`mysql`], [`memcached`]: `apache_*`, `mysql_*`, `memcached_*`.
+//! - [`exec`]: exec plugins (`exec_<plugin>_*`) on their own interval.
 //!
 //! The metrics, their units and groups are listed in `docs/METRICS.md`.
 
@@ -33,23 +37,29 @@ use std::time::Instant;
 
 use ganglion_proto::msg::MetricKind;
 
+pub mod apache;
+pub mod apps;
 mod cpu;
 mod disk;
+pub mod exec;
 mod facts;
 mod fs;
+pub mod memcached;
 mod memory;
+pub mod mysql;
 mod net;
-mod rate;
+pub(crate) mod rate;
 
 pub use facts::facts;
 
 /// How a metric is to be shown and stored; becomes the wire's `MetricMeta`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desc {
-    /// Unit as shown to users (`%`, `KiB`, `bytes/sec`).
-    pub unit: &'static str,
-    /// Dashboard group (`cpu`, `memory`, `diskio`, `disk`, `network`, …).
-    pub group: &'static str,
+    /// Unit as shown to users (`%`, `KiB`, `bytes/sec`). Owned only for metrics pushed
+    /// from outside (`ganglion-agent send`, exec plugins), whose units are not known here.
+    pub unit: Cow<'static, str>,
+    /// Dashboard group (`cpu`, `memory`, `diskio`, `disk`, `network`, `apache`, …).
+    pub group: Cow<'static, str>,
     pub kind: MetricKind,
     /// One sentence for the dashboard; owned only where it names a mount path.
     pub description: Cow<'static, str>,
@@ -341,9 +351,28 @@ pub(crate) fn gauge(
 ) -> Reading {
     Reading {
         name: name.into(),
-        desc: Desc { unit, group, kind: MetricKind::Gauge, description: description.into() },
+        desc: Desc {
+            unit: Cow::Borrowed(unit),
+            group: Cow::Borrowed(group),
+            kind: MetricKind::Gauge,
+            description: description.into(),
+        },
         value,
     }
+}
+
+/// A server's counter as read (kind [`MetricKind::Counter`]), sent beside the rate the
+/// agent computes from it so a collector can check or recompute that rate.
+pub(crate) fn counter(
+    name: impl Into<String>,
+    unit: &'static str,
+    group: &'static str,
+    description: &'static str,
+    value: u64,
+) -> Reading {
+    let mut r = gauge(name, unit, group, description, value as f64);
+    r.desc.kind = MetricKind::Counter;
+    r
 }
 
 /// Formats readings for `ganglion-agent --once`: aligned columns name, value, unit,
@@ -352,7 +381,14 @@ pub fn render_table(readings: &[Reading]) -> String {
     // (group, name, value, unit)
     let mut rows: Vec<[Cow<'_, str>; 4]> = readings
         .iter()
-        .map(|r| [r.desc.group.into(), r.name.as_str().into(), format_value(r.value).into(), r.desc.unit.into()])
+        .map(|r| {
+            [
+                r.desc.group.as_ref().into(),
+                r.name.as_str().into(),
+                format_value(r.value).into(),
+                r.desc.unit.as_ref().into(),
+            ]
+        })
         .collect();
     rows.sort_by(|a, b| a[0].cmp(&b[0]).then(a[1].cmp(&b[1])));
     let width = |col: usize, header: &str| rows.iter().map(|r| r[col].len()).max().unwrap_or(0).max(header.len());
@@ -386,6 +422,12 @@ pub(crate) mod tests {
     /// Path of a fixture under `agent/tests/fixtures/proc/`.
     pub(crate) fn fixture(rel: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc").join(rel)
+    }
+
+    /// Text of a fixture captured from a real server, under `agent/tests/fixtures/apps/`.
+    pub(crate) fn app_fixture(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apps").join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     /// Value of the reading named `name`, if any.

@@ -1,0 +1,324 @@
+//! Running the application sources (Apache, MySQL, memcached) once per interval.
+//!
+//! This module owns *when* and *where* a source runs and what its failure looks like;
+//! each source module owns talking to its server and turning the answer into
+//! readings. Sources do blocking I/O (a MySQL client, an HTTP request), so each
+//! collection runs on tokio's blocking pool, never on the runtime thread that also
+//! drives the senders. All sources run at once and the interval's batch waits for each
+//! at most its own timeout (plus a little grace): a server that hangs costs its own
+//! metrics, not the host's. A source still busy at the next interval is not started a
+//! second time; it reports down until it returns.
+//!
+//! Every source reports `<source>_up`: 1 when this collection worked, 0 when not. The
+//! log gets one line per change of state — down with the reason, up again — and the
+//! same failure at every interval is only a debug line, so a stopped server does not
+//! fill the log.
+
+use std::borrow::Cow;
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use super::{gauge, Reading};
+use crate::config::AgentConfig;
+
+/// Extra time after a source's timeout before the batch stops waiting for it: its
+/// own I/O timeouts should fire first and give the better error message.
+const GRACE: Duration = Duration::from_millis(500);
+
+/// Why a source gave nothing this time.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP request failed: {0}")]
+    Http(String),
+    #[error(transparent)]
+    Mysql(#[from] mysql::Error),
+    #[error("unexpected answer: {0}")]
+    Parse(#[from] ParseError),
+    #[error("no answer within {0:?}")]
+    Overrun(Duration),
+    #[error("the source failed for good: {0}")]
+    Lost(String),
+}
+
+/// Why a server's answer could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The answer stopped before its end marker.
+    #[error("incomplete: {0}")]
+    Incomplete(&'static str),
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// One application source. `collect` may block; it runs on a blocking thread.
+pub(crate) trait AppSource: Send + 'static {
+    /// Prefix of the source's metrics and its name in the log (`apache`).
+    fn name(&self) -> &'static str;
+    /// Longest one collection may take; the source sets its I/O timeouts from it.
+    fn timeout(&self) -> Duration;
+    /// Reads the server once at `now`; appends readings only when it returns `Ok`.
+    fn collect(&mut self, now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError>;
+}
+
+/// Up/down state of one source, for the `_up` metric and one log line per change.
+#[derive(Debug)]
+pub(crate) struct Health {
+    source: Cow<'static, str>,
+    /// `None` until the first collection.
+    up: Option<bool>,
+    down_since: Option<Instant>,
+}
+
+impl Health {
+    pub(crate) fn new(source: impl Into<Cow<'static, str>>) -> Health {
+        Health { source: source.into(), up: None, down_since: None }
+    }
+
+    /// Records one collection's outcome and returns the `_up` value.
+    pub(crate) fn record(&mut self, error: Option<&dyn Display>) -> f64 {
+        let was = self.up.replace(error.is_none());
+        let source = &*self.source;
+        match (was, error) {
+            (Some(true), None) => {}
+            (None, None) => tracing::info!(source, "Application source is up."),
+            (Some(false), None) => {
+                let down_secs = self.down_since.take().map_or(0, |t| t.elapsed().as_secs());
+                tracing::info!(source, down_secs, "Application source is up again.");
+            }
+            (Some(false), Some(e)) => {
+                tracing::debug!(source, error = %e, "Application source still down.");
+            }
+            (_, Some(e)) => {
+                self.down_since = Some(Instant::now());
+                tracing::warn!(
+                    source,
+                    error = %e,
+                    "Application source is down; reporting it as down until it answers again."
+                );
+            }
+        }
+        if error.is_none() {
+            1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The `<source>_up` reading.
+pub(crate) fn up_reading(name: &str, group: &'static str, up: f64) -> Reading {
+    gauge(format!("{name}_up"), "", group, "1 when the last collection from this source worked, 0 when not.", up)
+}
+
+type Finished = (Box<dyn AppSource>, Vec<Reading>, Result<(), AppError>);
+
+struct Slot {
+    name: &'static str,
+    timeout: Duration,
+    /// Here between collections; on a blocking thread while one runs.
+    source: Option<Box<dyn AppSource>>,
+    running: Option<JoinHandle<Finished>>,
+    health: Health,
+}
+
+/// The configured application sources.
+pub struct AppSet {
+    slots: Vec<Slot>,
+}
+
+impl AppSet {
+    /// The sources named in `config`; empty when none is configured.
+    pub fn new(config: &AgentConfig) -> AppSet {
+        let mut sources: Vec<Box<dyn AppSource>> = Vec::new();
+        if let Some(c) = &config.apache {
+            sources.push(Box::new(super::apache::ApacheSource::new(c.clone())));
+        }
+        if let Some(c) = &config.mysql {
+            sources.push(Box::new(super::mysql::MysqlSource::new(c.clone())));
+        }
+        if let Some(c) = &config.memcached {
+            sources.push(Box::new(super::memcached::MemcachedSource::new(c.clone())));
+        }
+        AppSet::from_sources(sources)
+    }
+
+    pub(crate) fn from_sources(sources: Vec<Box<dyn AppSource>>) -> AppSet {
+        let slots = sources
+            .into_iter()
+            .map(|s| Slot {
+                name: s.name(),
+                timeout: s.timeout(),
+                health: Health::new(s.name()),
+                source: Some(s),
+                running: None,
+            })
+            .collect();
+        AppSet { slots }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Collects every source at once off the runtime thread and appends their
+    /// readings and `_up` metrics to `out`; waits for each at most its timeout.
+    pub async fn collect(&mut self, out: &mut Vec<Reading>) {
+        let started = tokio::time::Instant::now();
+        for slot in &mut self.slots {
+            // A source still running from last time is waited for below, not restarted.
+            if slot.running.is_none() {
+                if let Some(mut source) = slot.source.take() {
+                    slot.running = Some(tokio::task::spawn_blocking(move || {
+                        let mut readings = Vec::new();
+                        let result = source.collect(Instant::now(), &mut readings);
+                        (source, readings, result)
+                    }));
+                }
+            }
+        }
+        for slot in &mut self.slots {
+            let result = match slot.running.as_mut() {
+                None => Err(AppError::Lost("it panicked earlier".into())),
+                Some(handle) => match tokio::time::timeout_at(started + slot.timeout + GRACE, handle).await {
+                    Ok(Ok((source, readings, result))) => {
+                        slot.running = None;
+                        slot.source = Some(source);
+                        result.map(|()| readings)
+                    }
+                    Ok(Err(join)) => {
+                        slot.running = None;
+                        Err(AppError::Lost(join.to_string()))
+                    }
+                    Err(_) => Err(AppError::Overrun(slot.timeout)),
+                },
+            };
+            finish(slot.name, &mut slot.health, result, out);
+        }
+    }
+
+    /// Like [`collect`](Self::collect) but on the calling thread, one source after
+    /// the other (for `ganglion-agent --once`).
+    pub fn collect_blocking(&mut self, out: &mut Vec<Reading>) {
+        for slot in &mut self.slots {
+            let result = match slot.source.as_mut() {
+                Some(source) => {
+                    let mut readings = Vec::new();
+                    source.collect(Instant::now(), &mut readings).map(|()| readings)
+                }
+                None => Err(AppError::Lost("it panicked earlier".into())),
+            };
+            finish(slot.name, &mut slot.health, result, out);
+        }
+    }
+}
+
+fn finish(name: &'static str, health: &mut Health, result: Result<Vec<Reading>, AppError>, out: &mut Vec<Reading>) {
+    let up = match result {
+        Ok(readings) => {
+            out.extend(readings);
+            health.record(None)
+        }
+        Err(e) => health.record(Some(&e)),
+    };
+    out.push(up_reading(name, name, up));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::tests::value;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A source that answers from a script of outcomes: `Some(ms)` sleeps that long
+    /// and succeeds, `None` fails.
+    struct Scripted {
+        steps: Vec<Option<u64>>,
+        calls: Arc<AtomicU32>,
+    }
+
+    impl AppSource for Scripted {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_millis(200)
+        }
+        fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
+            match self.steps.get(n).copied().flatten() {
+                Some(ms) => {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    out.push(gauge("fake_value", "", "fake", "", n as f64));
+                    Ok(())
+                }
+                None => Err(AppError::Io {
+                    what: "connecting",
+                    source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                }),
+            }
+        }
+    }
+
+    fn set(steps: Vec<Option<u64>>) -> (AppSet, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        (AppSet::from_sources(vec![Box::new(Scripted { steps, calls: calls.clone() })]), calls)
+    }
+
+    #[tokio::test]
+    async fn reports_up_and_values_then_down_without_values() {
+        let (mut apps, _) = set(vec![Some(0), None, Some(0)]);
+        let mut out = Vec::new();
+        apps.collect(&mut out).await;
+        assert_eq!((value(&out, "fake_up"), value(&out, "fake_value")), (Some(1.0), Some(0.0)));
+        out.clear();
+        apps.collect(&mut out).await;
+        assert_eq!((value(&out, "fake_up"), value(&out, "fake_value")), (Some(0.0), None));
+        out.clear();
+        apps.collect(&mut out).await;
+        assert_eq!((value(&out, "fake_up"), value(&out, "fake_value")), (Some(1.0), Some(2.0)));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_source_is_not_waited_for_nor_started_twice() {
+        let (mut apps, calls) = set(vec![Some(1_500), Some(0)]);
+        let t0 = std::time::Instant::now();
+        let mut out = Vec::new();
+        apps.collect(&mut out).await;
+        assert!(t0.elapsed() < Duration::from_millis(1_200), "waited {:?}", t0.elapsed());
+        assert_eq!(value(&out, "fake_up"), Some(0.0));
+        out.clear();
+        apps.collect(&mut out).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "started again while still busy");
+        assert_eq!(value(&out, "fake_up"), Some(0.0));
+        // Once it returns, the source runs again.
+        std::thread::sleep(Duration::from_millis(1_000));
+        out.clear();
+        apps.collect(&mut out).await;
+        out.clear();
+        apps.collect(&mut out).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(value(&out, "fake_up"), Some(1.0));
+    }
+
+    #[test]
+    fn health_changes_state_once_per_change() {
+        let mut h = Health::new("x");
+        let err = "refused";
+        assert_eq!(h.record(Some(&err)), 0.0);
+        assert!(h.down_since.is_some() && h.up == Some(false));
+        assert_eq!(h.record(Some(&err)), 0.0);
+        assert_eq!(h.record(None), 1.0);
+        assert!(h.down_since.is_none() && h.up == Some(true));
+    }
+}

@@ -1,0 +1,290 @@
+//! memcached through its text protocol: `stats` on TCP (port 11211 by default).
+//!
+//! This module owns the exchange (`stats\r\n`, then `STAT name value` lines up to
+//! `END`) and the `memcached_*` readings: get hits and misses per second and the hit
+//! share over the interval, evictions per second, connections, and memory used
+//! against `limit_maxbytes`. Counters follow the restart rule of
+//! [`super::rate::ServerCounters`] with memcached's `uptime`. A fresh connection is
+//! made for each collection: memcached connections are cheap, and an agent holding
+//! none cannot be the one that pushes `curr_connections` to the limit.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use super::apps::{AppError, AppSource, ParseError};
+use super::rate::ServerCounters;
+use super::{counter, gauge, Reading};
+use crate::config::MemcachedConfig;
+
+/// Largest `stats` answer read; memcached 1.6 sends about 3 KB.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// The `stats` values the agent uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemcachedStats {
+    pub uptime: Option<u64>,
+    pub get_hits: Option<u64>,
+    pub get_misses: Option<u64>,
+    pub evictions: Option<u64>,
+    pub cmd_get: Option<u64>,
+    pub cmd_set: Option<u64>,
+    pub curr_connections: Option<u64>,
+    pub curr_items: Option<u64>,
+    pub bytes: Option<u64>,
+    pub limit_maxbytes: Option<u64>,
+}
+
+/// Parses the answer to `stats`.
+///
+/// # Errors
+/// [`ParseError::Incomplete`] when the answer has no `END` line yet (read more),
+/// [`ParseError::Invalid`] for an `ERROR` answer or one without any `STAT` line.
+pub fn parse_stats(text: &str) -> Result<MemcachedStats, ParseError> {
+    let mut s = MemcachedStats::default();
+    let mut stats = 0usize;
+    let mut ended = false;
+    for line in text.split_terminator('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line == "END" {
+            ended = true;
+            break;
+        }
+        if line == "ERROR" || line.starts_with("CLIENT_ERROR") || line.starts_with("SERVER_ERROR") {
+            return Err(ParseError::Invalid("memcached answered stats with an error"));
+        }
+        let mut f = line.splitn(3, ' ');
+        let (Some("STAT"), Some(name), Some(value)) = (f.next(), f.next(), f.next()) else { continue };
+        stats += 1;
+        let slot = match name {
+            "uptime" => &mut s.uptime,
+            "get_hits" => &mut s.get_hits,
+            "get_misses" => &mut s.get_misses,
+            "evictions" => &mut s.evictions,
+            "cmd_get" => &mut s.cmd_get,
+            "cmd_set" => &mut s.cmd_set,
+            "curr_connections" => &mut s.curr_connections,
+            "curr_items" => &mut s.curr_items,
+            "bytes" => &mut s.bytes,
+            "limit_maxbytes" => &mut s.limit_maxbytes,
+            _ => continue,
+        };
+        *slot = value.trim().parse().ok();
+    }
+    if !ended {
+        return Err(ParseError::Incomplete("no END line"));
+    }
+    if stats == 0 {
+        return Err(ParseError::Invalid("no STAT lines: not a memcached stats answer"));
+    }
+    Ok(s)
+}
+
+/// Turns one `stats` answer into readings; `counters` holds the previous one.
+pub(crate) fn push_stats(out: &mut Vec<Reading>, s: &MemcachedStats, counters: &mut ServerCounters, now: Instant) {
+    let g =
+        |name: &str, unit, description: &'static str, value: f64| gauge(name, unit, "memcached", description, value);
+    counters.begin(now, s.uptime);
+    let rates = [
+        ("memcached_get_hits", "get_hits", s.get_hits, "gets/sec", "Gets that found their key."),
+        ("memcached_get_misses", "get_misses", s.get_misses, "gets/sec", "Gets that did not find their key."),
+        ("memcached_evictions", "evictions", s.evictions, "items/sec", "Live items evicted to make room."),
+        ("memcached_cmd_get", "cmd_get", s.cmd_get, "commands/sec", "get commands."),
+        ("memcached_cmd_set", "cmd_set", s.cmd_set, "commands/sec", "set commands."),
+    ];
+    let (mut hits, mut misses) = (None, None);
+    for (metric, key, value, unit, description) in rates {
+        let Some(n) = value else { continue };
+        if let Some(d) = counters.delta(key, n) {
+            match key {
+                "get_hits" => hits = Some(d),
+                "get_misses" => misses = Some(d),
+                _ => {}
+            }
+            if let Some(r) = counters.per_sec(d) {
+                out.push(g(metric, unit, description, r));
+            }
+        }
+        let unit = unit.strip_suffix("/sec").unwrap_or(unit);
+        out.push(counter(format!("{metric}_total"), unit, "memcached", description, n));
+    }
+    if let (Some(h), Some(m)) = (hits, misses) {
+        let gets = h as f64 + m as f64;
+        if gets > 0.0 {
+            out.push(g("memcached_hit_pct", "%", "Gets that hit, over the interval.", h as f64 * 100.0 / gets));
+        }
+    }
+    let gauges = [
+        ("memcached_curr_connections", s.curr_connections, "connections", "Open connections."),
+        ("memcached_curr_items", s.curr_items, "items", "Items stored."),
+        ("memcached_bytes", s.bytes, "bytes", "Bytes used to store items."),
+        ("memcached_limit_maxbytes", s.limit_maxbytes, "bytes", "Memory memcached may use for items (-m)."),
+        ("memcached_uptime", s.uptime, "s", "Time since memcached started."),
+    ];
+    for (name, value, unit, description) in gauges {
+        if let Some(v) = value {
+            out.push(g(name, unit, description, v as f64));
+        }
+    }
+    if let (Some(b), Some(l)) = (s.bytes, s.limit_maxbytes) {
+        if l > 0 {
+            out.push(g(
+                "memcached_used_pct",
+                "%",
+                "Bytes used as a share of limit_maxbytes.",
+                b as f64 * 100.0 / l as f64,
+            ));
+        }
+    }
+}
+
+/// The memcached source.
+pub(crate) struct MemcachedSource {
+    config: MemcachedConfig,
+    counters: ServerCounters,
+    buf: Vec<u8>,
+}
+
+impl MemcachedSource {
+    pub(crate) fn new(config: MemcachedConfig) -> MemcachedSource {
+        MemcachedSource { config, counters: ServerCounters::default(), buf: Vec::with_capacity(4096) }
+    }
+
+    /// Connects, asks `stats` and reads up to `END`, all within the timeout.
+    fn exchange(&mut self) -> Result<MemcachedStats, AppError> {
+        let deadline = Instant::now() + self.config.timeout;
+        let io = |what| move |source| AppError::Io { what, source };
+        let addr =
+            self.config.address.to_socket_addrs().map_err(io("resolving the address"))?.next().ok_or_else(|| {
+                AppError::Io { what: "resolving the address", source: std::io::ErrorKind::NotFound.into() }
+            })?;
+        let mut stream = TcpStream::connect_timeout(&addr, self.config.timeout).map_err(io("connecting"))?;
+        stream.set_write_timeout(Some(self.config.timeout)).map_err(io("connecting"))?;
+        stream.write_all(b"stats\r\n").map_err(io("sending stats"))?;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AppError::Overrun(self.config.timeout));
+            }
+            stream.set_read_timeout(Some(left)).map_err(io("reading stats"))?;
+            let n = stream.read(&mut chunk).map_err(io("reading stats"))?;
+            if n == 0 {
+                return Err(AppError::Parse(ParseError::Incomplete("memcached closed the connection before END")));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            match parse_stats(&String::from_utf8_lossy(&self.buf)) {
+                Err(ParseError::Incomplete(_)) if self.buf.len() < MAX_ANSWER_BYTES => {}
+                other => return Ok(other?),
+            }
+        }
+    }
+}
+
+impl AppSource for MemcachedSource {
+    fn name(&self) -> &'static str {
+        "memcached"
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
+        let stats = self.exchange()?;
+        push_stats(out, &stats, &mut self.counters, Instant::now());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::tests::{app_fixture, value};
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_stats_of_memcached_1_6() {
+        let s = parse_stats(&app_fixture("memcached-1.6.18-stats.txt")).unwrap();
+        assert_eq!((s.get_hits, s.get_misses, s.cmd_get, s.cmd_set), (Some(2), Some(2), Some(4), Some(1)));
+        assert_eq!((s.curr_connections, s.curr_items, s.bytes), (Some(1), Some(1), Some(65)));
+        assert_eq!(s.limit_maxbytes, Some(16 * 1024 * 1024));
+        assert_eq!(s.uptime, Some(2));
+    }
+
+    #[test]
+    fn answer_without_end_is_incomplete_and_error_is_invalid() {
+        let text = app_fixture("memcached-1.6.18-stats.txt");
+        let cut = &text[..text.len() / 2];
+        assert!(matches!(parse_stats(cut), Err(ParseError::Incomplete(_))));
+        assert!(matches!(parse_stats("ERROR\r\n"), Err(ParseError::Invalid(_))));
+        assert!(matches!(parse_stats("END\r\n"), Err(ParseError::Invalid(_))));
+    }
+
+    #[test]
+    fn hit_share_and_rates_over_the_interval() {
+        let mut counters = ServerCounters::default();
+        let t0 = Instant::now();
+        let s = parse_stats(&app_fixture("memcached-1.6.18-stats.txt")).unwrap();
+        let mut out = Vec::new();
+        push_stats(&mut out, &s, &mut counters, t0);
+        assert_eq!(value(&out, "memcached_hit_pct"), None);
+        assert_eq!(value(&out, "memcached_get_hits_total"), Some(2.0));
+        assert!((value(&out, "memcached_used_pct").unwrap() - 65.0 * 100.0 / 16_777_216.0).abs() < 1e-12);
+        let later = MemcachedStats { uptime: Some(12), get_hits: Some(32), get_misses: Some(12), ..s };
+        out.clear();
+        push_stats(&mut out, &later, &mut counters, t0 + Duration::from_secs(10));
+        assert_eq!(value(&out, "memcached_get_hits"), Some(3.0));
+        assert_eq!(value(&out, "memcached_get_misses"), Some(1.0));
+        assert_eq!(value(&out, "memcached_hit_pct"), Some(75.0));
+        for r in &out {
+            ganglion_proto::name::validate(ganglion_proto::name::NameKind::Metric, &r.name).unwrap();
+        }
+    }
+
+    fn render(s: &MemcachedStats) -> String {
+        let mut t = String::from("STAT pid 1\r\nSTAT version 1.6.18\r\n");
+        for (k, v) in [
+            ("uptime", s.uptime),
+            ("get_hits", s.get_hits),
+            ("get_misses", s.get_misses),
+            ("evictions", s.evictions),
+            ("cmd_get", s.cmd_get),
+            ("cmd_set", s.cmd_set),
+            ("curr_connections", s.curr_connections),
+            ("curr_items", s.curr_items),
+            ("bytes", s.bytes),
+            ("limit_maxbytes", s.limit_maxbytes),
+        ] {
+            if let Some(v) = v {
+                t.push_str(&format!("STAT {k} {v}\r\n"));
+            }
+        }
+        t + "END\r\n"
+    }
+
+    proptest! {
+        #[test]
+        fn stats_round_trip(v in proptest::collection::vec(proptest::option::of(any::<u64>()), 10)) {
+            let s = MemcachedStats {
+                uptime: v[0], get_hits: v[1], get_misses: v[2], evictions: v[3], cmd_get: v[4],
+                cmd_set: v[5], curr_connections: v[6], curr_items: v[7], bytes: v[8], limit_maxbytes: v[9],
+            };
+            prop_assert_eq!(parse_stats(&render(&s)).unwrap(), s);
+        }
+
+        #[test]
+        fn garbage_never_panics(text in "\\PC{0,400}", lines in proptest::collection::vec(
+            "STAT (uptime|get_hits|get_misses|bytes|limit_maxbytes) [-0-9a-z]{0,21}", 0..10)) {
+            let mut counters = ServerCounters::default();
+            for t in [text, lines.join("\r\n") + "\r\nEND\r\n"] {
+                if let Ok(s) = parse_stats(&t) {
+                    let mut out = Vec::new();
+                    push_stats(&mut out, &s, &mut counters, Instant::now());
+                    prop_assert!(out.iter().all(|r| r.value.is_finite() && r.value >= 0.0));
+                }
+            }
+        }
+    }
+}

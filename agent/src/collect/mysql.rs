@@ -1,0 +1,614 @@
+//! MySQL and MariaDB through a client connection: `SHOW GLOBAL STATUS`,
+//! `SHOW GLOBAL VARIABLES` and, on a replica, `SHOW REPLICA STATUS`.
+//!
+//! This module owns the connection and turning the server's variables into `mysql_*`
+//! readings: rates of the counters (restart-safe, with `Uptime` as the server's
+//! uptime), the gauges, and the tuning ratios operators watch — MyISAM key cache
+//! misses (`Key_reads / Key_read_requests`, keep below 1 %), on-disk temporary tables
+//! (`Created_tmp_disk_tables / Created_tmp_tables`), InnoDB buffer pool misses
+//! (`Innodb_buffer_pool_reads / Innodb_buffer_pool_read_requests`) and, where the
+//! server still has an enabled query cache, its hit share and low-memory prunes.
+//! Ratios are over the interval (what the server does now, not since it started)
+//! and are left out for an interval in which their denominator did not move.
+//!
+//! One connection is kept open between collections (a reconnect per interval would
+//! cost an authentication each time and show up in `Connections`); any error drops
+//! it and the next collection reconnects. The queries need no privilege except the
+//! replica status, which needs `REPLICATION CLIENT` (MySQL) or `SLAVE MONITOR`
+//! (MariaDB 10.5 and later); without it the replica metrics are left out and the
+//! rest is reported. `docs/METRICS.md` has the GRANT.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+
+use super::apps::{AppError, AppSource};
+use super::rate::ServerCounters;
+use super::{counter, gauge, Reading};
+use crate::config::{MysqlConfig, MysqlTarget};
+
+/// A counter turned into a rate: metric name, status variable, unit, description,
+/// and whether it belongs to the query cache (reported only when the cache is on).
+const RATES: [(&str, &str, &str, &str, bool); 17] = [
+    ("mysql_questions", "Questions", "queries/sec", "Statements sent by clients (Questions).", false),
+    ("mysql_com_select", "Com_select", "queries/sec", "SELECT statements (Com_select).", false),
+    ("mysql_com_insert", "Com_insert", "queries/sec", "INSERT statements (Com_insert).", false),
+    ("mysql_com_update", "Com_update", "queries/sec", "UPDATE statements (Com_update).", false),
+    ("mysql_com_delete", "Com_delete", "queries/sec", "DELETE statements (Com_delete).", false),
+    ("mysql_slow_queries", "Slow_queries", "queries/sec", "Queries slower than long_query_time.", false),
+    ("mysql_bytes_received", "Bytes_received", "bytes/sec", "Bytes received from clients.", false),
+    ("mysql_bytes_sent", "Bytes_sent", "bytes/sec", "Bytes sent to clients.", false),
+    ("mysql_aborted_connects", "Aborted_connects", "connections/sec", "Failed connection attempts.", false),
+    ("mysql_created_tmp_tables", "Created_tmp_tables", "tables/sec", "Internal temporary tables created.", false),
+    (
+        "mysql_created_tmp_disk_tables",
+        "Created_tmp_disk_tables",
+        "tables/sec",
+        "Internal temporary tables created on disk.",
+        false,
+    ),
+    ("mysql_key_read_requests", "Key_read_requests", "reads/sec", "MyISAM key cache block reads.", false),
+    ("mysql_key_reads", "Key_reads", "reads/sec", "MyISAM key blocks read from disk (key cache misses).", false),
+    (
+        "mysql_innodb_buffer_pool_read_requests",
+        "Innodb_buffer_pool_read_requests",
+        "reads/sec",
+        "InnoDB logical reads.",
+        false,
+    ),
+    (
+        "mysql_innodb_buffer_pool_reads",
+        "Innodb_buffer_pool_reads",
+        "reads/sec",
+        "InnoDB reads the buffer pool could not serve, from disk.",
+        false,
+    ),
+    ("mysql_qcache_hits", "Qcache_hits", "queries/sec", "Queries answered from the query cache.", true),
+    ("mysql_qcache_inserts", "Qcache_inserts", "queries/sec", "Queries added to the query cache.", true),
+];
+
+/// Counters not in [`RATES`] that are still read, and the gauges.
+const OTHER_STATUS: [&str; 9] = [
+    "Uptime",
+    "Threads_connected",
+    "Threads_running",
+    "Max_used_connections",
+    "Qcache_lowmem_prunes",
+    "Qcache_free_memory",
+    "Innodb_buffer_pool_pages_free",
+    "Innodb_buffer_pool_pages_total",
+    "Innodb_buffer_pool_pages_data",
+];
+
+const VARIABLES: [&str; 4] = ["max_connections", "have_query_cache", "query_cache_type", "query_cache_size"];
+
+/// The status variables the agent uses, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MysqlStatus {
+    values: HashMap<&'static str, u64>,
+}
+
+impl MysqlStatus {
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.values.get(name).copied()
+    }
+}
+
+/// The server variables the agent uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MysqlVariables {
+    pub max_connections: Option<u64>,
+    /// The server has a query cache and it is switched on with some memory.
+    pub query_cache: bool,
+}
+
+/// Replication state of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replica {
+    /// `Seconds_Behind_Master`/`_Source`; `None` when replication is not running.
+    pub lag_secs: Option<u64>,
+    pub io_running: bool,
+    pub sql_running: bool,
+}
+
+fn wanted(name: &str) -> Option<&'static str> {
+    RATES.iter().map(|r| r.1).chain(OTHER_STATUS).find(|w| w.eq_ignore_ascii_case(name))
+}
+
+/// Picks the status variables the agent uses out of `SHOW GLOBAL STATUS` rows
+/// (`Variable_name`, `Value`). Unknown names and values that are not whole
+/// non-negative numbers are skipped: what a server lacks is simply not reported.
+pub fn parse_status<'a>(rows: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> MysqlStatus {
+    let mut s = MysqlStatus::default();
+    for (name, value) in rows {
+        if let (Some(key), Some(v)) = (wanted(name), value.and_then(|v| v.trim().parse::<u64>().ok())) {
+            s.values.insert(key, v);
+        }
+    }
+    s
+}
+
+/// Reads `SHOW GLOBAL VARIABLES` rows.
+pub fn parse_variables<'a>(rows: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> MysqlVariables {
+    let (mut have, mut on, mut size) = (false, false, 0u64);
+    let mut v = MysqlVariables::default();
+    for (name, value) in rows {
+        let value = value.unwrap_or("").trim();
+        match name.to_ascii_lowercase().as_str() {
+            "max_connections" => v.max_connections = value.parse().ok(),
+            "have_query_cache" => have = value.eq_ignore_ascii_case("YES"),
+            "query_cache_type" => on = !(value.eq_ignore_ascii_case("OFF") || value == "0"),
+            "query_cache_size" => size = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    v.query_cache = have && on && size > 0;
+    v
+}
+
+/// Reads the row of `SHOW REPLICA STATUS` (or `SHOW SLAVE STATUS`) as column name and
+/// value; `None` when the row says nothing about replication (not a replica).
+pub fn parse_replica<'a>(row: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Option<Replica> {
+    let mut lag = None;
+    let (mut io, mut sql) = (None, None);
+    for (col, value) in row {
+        let yes = value.is_some_and(|v| v.trim().eq_ignore_ascii_case("Yes"));
+        match col {
+            "Seconds_Behind_Master" | "Seconds_Behind_Source" => lag = value.and_then(|v| v.trim().parse().ok()),
+            "Slave_IO_Running" | "Replica_IO_Running" => io = Some(yes),
+            "Slave_SQL_Running" | "Replica_SQL_Running" => sql = Some(yes),
+            _ => {}
+        }
+    }
+    if io.is_none() && sql.is_none() {
+        return None;
+    }
+    Some(Replica { lag_secs: lag, io_running: io.unwrap_or(false), sql_running: sql.unwrap_or(false) })
+}
+
+/// Share `part / whole` in percent over the interval; `None` when `whole` did not move.
+fn ratio(part: Option<u64>, whole: Option<u64>) -> Option<f64> {
+    match (part, whole) {
+        (Some(p), Some(w)) if w > 0 => Some((p as f64 * 100.0 / w as f64).min(100.0)),
+        _ => None,
+    }
+}
+
+/// Turns one collection into readings; `counters` holds the previous collection.
+pub(crate) fn push_status(
+    out: &mut Vec<Reading>,
+    s: &MysqlStatus,
+    v: &MysqlVariables,
+    replica: Option<&Replica>,
+    counters: &mut ServerCounters,
+    now: Instant,
+) {
+    let g = |name: &str, unit, description: &'static str, value: f64| gauge(name, unit, "mysql", description, value);
+    counters.begin(now, s.get("Uptime"));
+    let mut deltas: HashMap<&str, u64> = HashMap::new();
+    for (metric, var, unit, description, qcache) in RATES {
+        if qcache && !v.query_cache {
+            continue;
+        }
+        let Some(n) = s.get(var) else { continue };
+        if let Some(d) = counters.delta(var, n) {
+            deltas.insert(var, d);
+            if let Some(r) = counters.per_sec(d) {
+                out.push(g(metric, unit, description, r));
+            }
+        }
+        out.push(counter(format!("{metric}_total"), total_unit(unit), "mysql", description, n));
+    }
+    if v.query_cache {
+        if let Some(n) = s.get("Qcache_lowmem_prunes") {
+            if let Some(r) = counters.rate("Qcache_lowmem_prunes", n) {
+                out.push(g(
+                    "mysql_qcache_lowmem_prunes",
+                    "prunes/sec",
+                    "Queries dropped from the query cache for lack of memory.",
+                    r,
+                ));
+            }
+        }
+        if let Some(n) = s.get("Qcache_free_memory") {
+            out.push(g("mysql_qcache_free_memory", "bytes", "Free query cache memory.", n as f64));
+        }
+        let hits = deltas.get("Qcache_hits").copied();
+        let lookups = hits.zip(deltas.get("Qcache_inserts")).map(|(h, i)| h.saturating_add(*i));
+        if let Some(p) = ratio(hits, lookups) {
+            out.push(g("mysql_qcache_hit_pct", "%", "Query cache hits / (hits + inserts) over the interval.", p));
+        }
+    }
+    let d = |var: &str| deltas.get(var).copied();
+    let ratios = [
+        (
+            "mysql_key_miss_pct",
+            d("Key_reads"),
+            d("Key_read_requests"),
+            "MyISAM key cache misses: Key_reads / Key_read_requests over the interval (keep below 1).",
+        ),
+        (
+            "mysql_tmp_disk_pct",
+            d("Created_tmp_disk_tables"),
+            d("Created_tmp_tables"),
+            "Temporary tables that went to disk: Created_tmp_disk_tables / Created_tmp_tables.",
+        ),
+        (
+            "mysql_innodb_buffer_pool_miss_pct",
+            d("Innodb_buffer_pool_reads"),
+            d("Innodb_buffer_pool_read_requests"),
+            "InnoDB reads from disk: Innodb_buffer_pool_reads / Innodb_buffer_pool_read_requests.",
+        ),
+    ];
+    for (name, part, whole, description) in ratios {
+        if let Some(p) = ratio(part, whole) {
+            out.push(g(name, "%", description, p));
+        }
+    }
+    let gauges = [
+        ("mysql_threads_connected", "Threads_connected", "threads", "Open client connections."),
+        ("mysql_threads_running", "Threads_running", "threads", "Connections running a statement."),
+        ("mysql_max_used_connections", "Max_used_connections", "connections", "Most connections open at once."),
+        ("mysql_innodb_buffer_pool_pages_free", "Innodb_buffer_pool_pages_free", "pages", "Free buffer pool pages."),
+        ("mysql_innodb_buffer_pool_pages_total", "Innodb_buffer_pool_pages_total", "pages", "Buffer pool pages."),
+        ("mysql_uptime", "Uptime", "s", "Time since the server started."),
+    ];
+    for (name, var, unit, description) in gauges {
+        if let Some(n) = s.get(var) {
+            out.push(g(name, unit, description, n as f64));
+        }
+    }
+    if let Some(max) = v.max_connections {
+        out.push(g("mysql_max_connections", "connections", "Connection limit (max_connections).", max as f64));
+        if let (Some(c), true) = (s.get("Threads_connected"), max > 0) {
+            out.push(g(
+                "mysql_connections_used_pct",
+                "%",
+                "Threads_connected as a share of max_connections.",
+                c as f64 * 100.0 / max as f64,
+            ));
+        }
+    }
+    if let Some(r) = replica {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        out.push(g("mysql_replica_io_running", "", "1 when the replica's I/O thread runs.", flag(r.io_running)));
+        out.push(g("mysql_replica_sql_running", "", "1 when the replica's SQL thread runs.", flag(r.sql_running)));
+        if let Some(lag) = r.lag_secs {
+            out.push(g("mysql_replica_lag", "s", "How far the replica is behind its source.", lag as f64));
+        }
+    }
+}
+
+/// Unit of a counter whose rate has unit `rate_unit` (`queries/sec` → `queries`).
+fn total_unit(rate_unit: &'static str) -> &'static str {
+    rate_unit.strip_suffix("/sec").unwrap_or(rate_unit)
+}
+
+/// The query text, built once: only the variables used travel.
+fn in_list(show: &str, names: impl IntoIterator<Item = &'static str>) -> String {
+    let list: Vec<String> = names.into_iter().map(|n| format!("'{n}'")).collect();
+    format!("{show} WHERE Variable_name IN ({})", list.join(", "))
+}
+
+/// How this server wants to be asked about replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplicaQuery {
+    /// MySQL 8.0.22+, MariaDB 10.5.1+.
+    Replica,
+    /// Older servers.
+    Slave,
+    /// The user may not ask; tried again after a reconnect.
+    Denied,
+}
+
+impl ReplicaQuery {
+    fn text(self) -> &'static str {
+        match self {
+            ReplicaQuery::Replica => "SHOW REPLICA STATUS",
+            ReplicaQuery::Slave | ReplicaQuery::Denied => "SHOW SLAVE STATUS",
+        }
+    }
+}
+
+/// MySQL server error codes the source reacts to.
+const ER_PARSE_ERROR: u16 = 1064;
+const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+const ER_ACCESS_DENIED: u16 = 1045;
+
+/// The MySQL/MariaDB source.
+pub(crate) struct MysqlSource {
+    config: MysqlConfig,
+    conn: Option<mysql::Conn>,
+    counters: ServerCounters,
+    status_query: String,
+    variables_query: String,
+    replica_query: ReplicaQuery,
+}
+
+impl MysqlSource {
+    pub(crate) fn new(config: MysqlConfig) -> MysqlSource {
+        MysqlSource {
+            config,
+            conn: None,
+            counters: ServerCounters::default(),
+            status_query: in_list("SHOW GLOBAL STATUS", RATES.iter().map(|r| r.1).chain(OTHER_STATUS)),
+            variables_query: in_list("SHOW GLOBAL VARIABLES", VARIABLES),
+            replica_query: ReplicaQuery::Replica,
+        }
+    }
+
+    fn connect(&self) -> Result<mysql::Conn, mysql::Error> {
+        let t = Some(self.config.timeout);
+        let mut opts = mysql::OptsBuilder::new()
+            .user(Some(&self.config.user))
+            .pass(self.config.password.as_ref().map(|p| p.0.as_str()))
+            .prefer_socket(false)
+            .tcp_connect_timeout(t)
+            .read_timeout(t)
+            .write_timeout(t)
+            .stmt_cache_size(0);
+        opts = match &self.config.target {
+            MysqlTarget::Tcp { host, port } => opts.ip_or_hostname(Some(host)).tcp_port(*port),
+            MysqlTarget::Socket(path) => opts.socket(Some(path.to_string_lossy())),
+        };
+        mysql::Conn::new(opts)
+    }
+
+    /// One collection over an open connection.
+    fn query(&mut self, conn: &mut mysql::Conn) -> Result<Answers, mysql::Error> {
+        let status: Vec<Pair> = conn.query(&self.status_query)?;
+        let variables: Vec<Pair> = conn.query(&self.variables_query)?;
+        let replica = loop {
+            if self.replica_query == ReplicaQuery::Denied {
+                break None;
+            }
+            match replica_row(conn, self.replica_query.text()) {
+                Ok(row) => break row.and_then(|r| parse_replica(r.iter().map(|(c, v)| (c.as_str(), v.as_deref())))),
+                Err(mysql::Error::MySqlError(e))
+                    if e.code == ER_PARSE_ERROR && self.replica_query == ReplicaQuery::Replica =>
+                {
+                    self.replica_query = ReplicaQuery::Slave;
+                }
+                Err(mysql::Error::MySqlError(e))
+                    if e.code == ER_SPECIFIC_ACCESS_DENIED || e.code == ER_ACCESS_DENIED =>
+                {
+                    tracing::warn!(
+                        user = %self.config.user,
+                        error = %e,
+                        "MySQL user may not read the replica status; replication metrics are left out (see the GRANT in docs/METRICS.md)."
+                    );
+                    self.replica_query = ReplicaQuery::Denied;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        Ok((status, variables, replica))
+    }
+}
+
+type Pair = (String, Option<String>);
+
+/// Rows of one collection: status, variables, and the replica row if any.
+type Answers = (Vec<Pair>, Vec<Pair>, Option<Replica>);
+
+/// The first row of a statement as (column, value) pairs; `None` for no row.
+fn replica_row(conn: &mut mysql::Conn, query: &str) -> Result<Option<Vec<Pair>>, mysql::Error> {
+    let row: Option<mysql::Row> = conn.query_first(query)?;
+    Ok(row.map(|row| {
+        row.columns_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, col)| {
+                let value = match row.as_ref(i) {
+                    None | Some(mysql::Value::NULL) => None,
+                    Some(mysql::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    Some(v) => Some(v.as_sql(true).trim_matches('\'').to_owned()),
+                };
+                (col.name_str().into_owned(), value)
+            })
+            .collect()
+    }))
+}
+
+impl AppSource for MysqlSource {
+    fn name(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                let c = self.connect()?;
+                if self.replica_query == ReplicaQuery::Denied {
+                    // Grants may have changed since; ask once more.
+                    self.replica_query = ReplicaQuery::Replica;
+                }
+                c
+            }
+        };
+        // On error the connection is dropped here and made again next time.
+        let (status, variables, replica) = self.query(&mut conn)?;
+        let now = Instant::now();
+        self.conn = Some(conn);
+        let s = parse_status(status.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+        let v = parse_variables(variables.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+        push_status(out, &s, &v, replica.as_ref(), &mut self.counters, now);
+        Ok(())
+    }
+}
+
+/// Rows of `mysql -B` output as (first column, second column) pairs, `NULL` as
+/// `None`; for fixtures and fuzzing.
+pub fn pairs_from_tsv(text: &str) -> Vec<(&str, Option<&str>)> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('\t')?;
+            Some((k, (v != "NULL").then_some(v)))
+        })
+        .collect()
+}
+
+/// A `mysql -B` result with a header line as (column, value) pairs of its first row.
+pub fn row_from_tsv(text: &str) -> Vec<(&str, Option<&str>)> {
+    let mut lines = text.lines();
+    let (Some(header), Some(row)) = (lines.next(), lines.next()) else { return Vec::new() };
+    header.split('\t').zip(row.split('\t')).map(|(c, v)| (c, (v != "NULL").then_some(v))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::tests::{app_fixture, value};
+    use proptest::prelude::*;
+
+    fn fixture_status() -> (MysqlStatus, MysqlVariables) {
+        let s = app_fixture("mariadb-10.11-global-status.tsv");
+        let v = app_fixture("mariadb-10.11-global-variables.tsv");
+        (parse_status(pairs_from_tsv(&s)), parse_variables(pairs_from_tsv(&v)))
+    }
+
+    #[test]
+    fn reads_status_and_variables_of_mariadb_10_11() {
+        let (s, v) = fixture_status();
+        assert_eq!(s.get("Questions"), Some(20));
+        assert_eq!(s.get("Com_select"), Some(4));
+        assert_eq!((s.get("Created_tmp_disk_tables"), s.get("Created_tmp_tables")), (Some(3), Some(4)));
+        assert_eq!(s.get("Innodb_buffer_pool_pages_total"), Some(1014));
+        assert_eq!(s.get("Uptime"), Some(7));
+        assert_eq!(v.max_connections, Some(151));
+        assert!(!v.query_cache, "MariaDB 10.11 has a query cache but query_cache_type is OFF");
+    }
+
+    #[test]
+    fn first_collection_has_gauges_and_totals_and_the_second_has_rates_and_ratios() {
+        let (s, v) = fixture_status();
+        let mut counters = ServerCounters::default();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        push_status(&mut out, &s, &v, None, &mut counters, t0);
+        assert_eq!(value(&out, "mysql_questions"), None);
+        assert_eq!(value(&out, "mysql_questions_total"), Some(20.0));
+        assert_eq!(value(&out, "mysql_threads_connected"), Some(1.0));
+        assert_eq!(value(&out, "mysql_max_connections"), Some(151.0));
+        assert!((value(&out, "mysql_connections_used_pct").unwrap() - 100.0 / 151.0).abs() < 1e-9);
+        assert!(out.iter().all(|r| !r.name.starts_with("mysql_qcache") && !r.name.starts_with("mysql_replica")));
+
+        let mut later = s.clone();
+        for (k, add) in [
+            ("Uptime", 10),
+            ("Questions", 50),
+            ("Com_select", 30),
+            ("Created_tmp_tables", 10),
+            ("Created_tmp_disk_tables", 4),
+            ("Key_read_requests", 1000),
+            ("Key_reads", 5),
+            ("Innodb_buffer_pool_read_requests", 200),
+        ] {
+            *later.values.get_mut(k).unwrap() += add;
+        }
+        out.clear();
+        push_status(&mut out, &later, &v, None, &mut counters, t0 + Duration::from_secs(10));
+        assert_eq!(value(&out, "mysql_questions"), Some(5.0));
+        assert_eq!(value(&out, "mysql_com_select"), Some(3.0));
+        assert_eq!(value(&out, "mysql_created_tmp_disk_tables"), Some(0.4));
+        assert_eq!(value(&out, "mysql_tmp_disk_pct"), Some(40.0));
+        assert_eq!(value(&out, "mysql_key_miss_pct"), Some(0.5));
+        assert_eq!(value(&out, "mysql_innodb_buffer_pool_miss_pct"), Some(0.0));
+        let total = out.iter().find(|r| r.name == "mysql_com_select_total").unwrap();
+        assert_eq!((&*total.desc.unit, total.desc.kind), ("queries", ganglion_proto::msg::MetricKind::Counter));
+        for r in &out {
+            ganglion_proto::name::validate(ganglion_proto::name::NameKind::Metric, &r.name).unwrap();
+        }
+    }
+
+    #[test]
+    fn ratio_is_left_out_when_nothing_happened() {
+        assert_eq!(ratio(Some(0), Some(0)), None);
+        assert_eq!(ratio(Some(3), None), None);
+        assert_eq!(ratio(Some(1), Some(4)), Some(25.0));
+    }
+
+    #[test]
+    fn query_cache_metrics_only_when_the_cache_is_on() {
+        let rows = [
+            ("have_query_cache", Some("YES")),
+            ("query_cache_type", Some("ON")),
+            ("query_cache_size", Some("1048576")),
+        ];
+        let v = parse_variables(rows);
+        assert!(v.query_cache);
+        let off = parse_variables([("have_query_cache", Some("YES")), ("query_cache_type", Some("ON"))]);
+        assert!(!off.query_cache, "no memory, no cache");
+        let t0 = Instant::now();
+        let mut counters = ServerCounters::default();
+        let s = parse_status([("Uptime", Some("100")), ("Qcache_hits", Some("10")), ("Qcache_inserts", Some("10"))]);
+        push_status(&mut Vec::new(), &s, &v, None, &mut counters, t0);
+        let s = parse_status([("Uptime", Some("110")), ("Qcache_hits", Some("40")), ("Qcache_inserts", Some("20"))]);
+        let mut out = Vec::new();
+        push_status(&mut out, &s, &v, None, &mut counters, t0 + Duration::from_secs(10));
+        assert_eq!(value(&out, "mysql_qcache_hit_pct"), Some(75.0));
+        assert_eq!(value(&out, "mysql_qcache_hits"), Some(3.0));
+    }
+
+    #[test]
+    fn reads_replica_status_of_a_running_and_a_broken_replica() {
+        let r = parse_replica(row_from_tsv(&app_fixture("mariadb-10.11-slave-status.tsv"))).unwrap();
+        assert_eq!(r, Replica { lag_secs: Some(0), io_running: true, sql_running: true });
+        let r = parse_replica(row_from_tsv(&app_fixture("mariadb-10.11-slave-status-io-stopped.tsv"))).unwrap();
+        assert_eq!(r, Replica { lag_secs: None, io_running: false, sql_running: true });
+        let mut out = Vec::new();
+        let (s, v) = fixture_status();
+        push_status(&mut out, &s, &v, Some(&r), &mut ServerCounters::default(), Instant::now());
+        assert_eq!(value(&out, "mysql_replica_io_running"), Some(0.0));
+        assert_eq!(value(&out, "mysql_replica_lag"), None, "no lag while replication is broken");
+        // MySQL 8.4 names.
+        let r = parse_replica([
+            ("Replica_IO_Running", Some("Yes")),
+            ("Replica_SQL_Running", Some("Yes")),
+            ("Seconds_Behind_Source", Some("42")),
+        ]);
+        assert_eq!(r.unwrap().lag_secs, Some(42));
+        assert_eq!(parse_replica([("Variable_name", Some("x"))]), None);
+    }
+
+    #[test]
+    fn status_query_asks_only_for_what_is_used() {
+        let q = in_list("SHOW GLOBAL STATUS", ["Uptime", "Questions"]);
+        assert_eq!(q, "SHOW GLOBAL STATUS WHERE Variable_name IN ('Uptime', 'Questions')");
+    }
+
+    proptest! {
+        #[test]
+        fn status_round_trips(values in proptest::collection::btree_map(
+            proptest::sample::select(RATES.iter().map(|r| r.1).chain(OTHER_STATUS).collect::<Vec<_>>()), any::<u64>(), 0..20)) {
+            let text: String = values.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+            let s = parse_status(pairs_from_tsv(&text));
+            for (k, v) in &values {
+                prop_assert_eq!(s.get(k), Some(*v));
+            }
+            prop_assert_eq!(s.values.len(), values.len());
+        }
+
+        #[test]
+        fn garbage_never_panics(text in "\\PC{0,400}", rows in proptest::collection::vec(
+            ("(Uptime|Questions|Com_select|Threads_connected|Key_reads|Key_read_requests|max_connections|query_cache_size)",
+             "[-0-9a-zNUL.]{0,22}"), 0..12)) {
+            let tsv: String = rows.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+            let mut counters = ServerCounters::default();
+            for t in [text.as_str(), tsv.as_str()] {
+                let s = parse_status(pairs_from_tsv(t));
+                let v = parse_variables(pairs_from_tsv(t));
+                let r = parse_replica(row_from_tsv(t));
+                let mut out = Vec::new();
+                push_status(&mut out, &s, &v, r.as_ref(), &mut counters, Instant::now());
+                prop_assert!(out.iter().all(|r| r.value.is_finite() && r.value >= 0.0));
+            }
+        }
+    }
+}
