@@ -54,6 +54,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Simulate many agents against a collector (for benchmarks).
     Loadgen(loadgen::LoadgenArgs),
+    /// rrdtool-compatible commands on ganglion round-robin files (create, update, fetch, info, dump).
+    Rrd {
+        #[command(subcommand)]
+        cmd: ganglion_store::cli::RrdCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +106,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Demo(args) => runtime()?.block_on(demo::run(args)).map(|()| ExitCode::SUCCESS),
+        Command::Rrd { cmd } => ganglion_store::cli::run(cmd),
         Command::Loadgen(args) => {
             // One thread, so the collector under test keeps the other core.
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
