@@ -12,6 +12,7 @@
 //! # Layout
 //! - [`ack`]: acknowledgements, normal and sticky, and when they are cleared.
 //! - [`command`]: Nagios external command lines (`PROCESS_SERVICE_CHECK_RESULT`, acks, downtimes).
+//! - [`downtime`]: fixed/flexible/triggered downtime, one-off or recurring (cron), start/end events.
 //! - [`flap`]: Nagios flap detection (21-state history, weighted percent change, hysteresis).
 //! - [`nsca`]: NSCA 2.x server-side codec: init packet, ciphers, data-packet decoder.
 //! - [`plugin`]: exit codes, output split (first line, long output, perfdata), perfdata grammar.
@@ -35,6 +36,7 @@
 
 pub mod ack;
 pub mod command;
+pub mod downtime;
 pub mod flap;
 pub mod nsca;
 pub mod plugin;
