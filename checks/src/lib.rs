@@ -19,7 +19,12 @@
 //! - [`range`]: Nagios threshold ranges and warning/critical evaluation.
 //! - [`state`]: service and host states, the soft/hard state machine, reachability, freshness.
 //!
+//! Where Nagios is known to be wrong, or measured behaviour and documentation disagree, the module docs say
+//! what is done instead and why (stale passive services, `~:N`, range junk, triggered
+//! downtime, the `;` → `:` output rewrite, ack `sticky=1`).
+//!
 //! # Example
+//! A metric check evaluated against ranges, driving the soft/hard state machine:
 //! ```
 //! use ganglion_checks::range::Thresholds;
 //! use ganglion_checks::state::{ResultContext, ServiceState, ServiceStatus, StateSettings, StateType};
@@ -32,6 +37,23 @@
 //! assert_eq!((t.state, t.state_type, t.next_check), (ServiceState::Critical, StateType::Soft, 1_700_000_010));
 //! let t = status.apply(&settings, thresholds.evaluate(96.0), 1_700_000_010, ResultContext::default());
 //! assert!(t.hard_state_change);
+//! ```
+//!
+//! A plugin's output and a passive result from an NSCA connection:
+//! ```
+//! use ganglion_checks::nsca::{init_packet, Config, Encoder, Method, Session};
+//! use ganglion_checks::plugin::{parse_output, parse_perfdata};
+//!
+//! let out = parse_output("TCP OK - 0.000 second response time|time=0.000117s;;;0.000000;10.000000\n");
+//! assert_eq!(parse_perfdata(&out.perfdata).data[0].max, Some(10.0));
+//!
+//! let iv = [7u8; 128];
+//! let init = init_packet(&iv, 1_700_000_000);
+//! let wire = Encoder::new(Method::Rijndael128, b"secret", &init).packet(2, "db01", "MySQL", "CRITICAL - down", false);
+//! let config = Config { method: Method::from_code(14).unwrap(), password: b"secret".to_vec(), max_packet_age_secs: 30 };
+//! let mut session = Session::new(config, iv, 1_700_000_000);
+//! let (packet, _used) = session.decode(&wire, 1_700_000_001).unwrap();
+//! assert_eq!((packet.host.as_str(), packet.return_code), ("db01", 2));
 //! ```
 
 pub mod ack;
