@@ -29,5 +29,6 @@
 
 pub mod cli;
 pub mod disk;
+pub mod engine;
 pub mod file;
 pub mod rrd;
