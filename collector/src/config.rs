@@ -17,6 +17,10 @@ use toml::Spanned;
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Directory for the collector's files (check states; storage). Default
+    /// `/var/lib/ganglion`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
     #[serde(default)]
     pub ingest: RawIngest,
     #[serde(default)]
@@ -26,6 +30,77 @@ pub struct RawConfig {
     /// Clusters this collector accepts, each with its shared key.
     #[serde(default, rename = "cluster")]
     pub clusters: Vec<RawCluster>,
+    #[serde(default)]
+    pub checks: RawChecks,
+    /// Check templates, used by services with `use = "name"`.
+    #[serde(default, rename = "template")]
+    pub templates: Vec<crate::engine::defs::RawService>,
+    /// Service checks, attached to clusters and host-name patterns.
+    #[serde(default, rename = "service")]
+    pub services: Vec<crate::engine::defs::RawService>,
+}
+
+/// The checks engine.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChecks {
+    /// Built-in service checks on every host (CPU steal, disk, memory, …). Default true.
+    #[serde(default = "yes")]
+    pub default_pack: bool,
+    /// Where relative plugin names are found. Default `/usr/lib/nagios/plugins`.
+    #[serde(default = "default_plugin_dir")]
+    pub plugin_dir: PathBuf,
+    /// Plugins running at once. Default 8.
+    #[serde(default = "default_max_plugins")]
+    pub max_concurrent_plugins: usize,
+    /// Deadline of a plugin run unless the service sets `timeout_secs`. Default 10.
+    #[serde(default = "default_plugin_timeout")]
+    pub plugin_timeout_secs: u64,
+    /// State of a check whose plugin timed out (`critical` as Nagios, or `unknown`, …).
+    #[serde(default = "default_timeout_state")]
+    pub timeout_state: String,
+    /// Attempts before a problem is HARD, unless a service says otherwise. Default 3.
+    #[serde(default = "default_attempts")]
+    pub max_check_attempts: u32,
+    /// Seconds between checks in OK and HARD states. Default 60.
+    #[serde(default = "default_check_interval")]
+    pub check_interval_secs: u64,
+    /// Seconds between checks of a SOFT problem. Default 15.
+    #[serde(default = "default_retry_interval")]
+    pub retry_interval_secs: u64,
+}
+
+impl Default for RawChecks {
+    fn default() -> Self {
+        toml::from_str("").expect("every [checks] key has a default")
+    }
+}
+fn yes() -> bool {
+    true
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ganglion")
+}
+fn default_plugin_dir() -> PathBuf {
+    PathBuf::from("/usr/lib/nagios/plugins")
+}
+fn default_max_plugins() -> usize {
+    8
+}
+fn default_plugin_timeout() -> u64 {
+    10
+}
+fn default_timeout_state() -> String {
+    "critical".to_owned()
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_check_interval() -> u64 {
+    60
+}
+fn default_retry_interval() -> u64 {
+    15
 }
 
 /// The agent listener.
@@ -145,6 +220,8 @@ pub struct Config {
     pub max_sample_age: Duration,
     pub web_listen: SocketAddr,
     pub clusters: BTreeMap<String, ClusterConfig>,
+    pub data_dir: PathBuf,
+    pub engine: crate::engine::EngineConfig,
 }
 
 /// Every problem of a configuration, one per line, with positions.
@@ -265,6 +342,29 @@ impl Config {
         if clusters.is_empty() {
             problems.push(format!("{origin}: no [[cluster]] defined; agents would all be refused"));
         }
+        let timeout_state = crate::engine::defs::parse_state(&raw.checks.timeout_state);
+        if timeout_state.is_none() {
+            problems.push(format!(
+                "{origin}: checks.timeout_state: {} is not ok, warning, critical or unknown",
+                name::escaped(&raw.checks.timeout_state)
+            ));
+        }
+        let defaults = crate::engine::defs::ChecksDefaults {
+            plugin_timeout: Duration::from_secs(raw.checks.plugin_timeout_secs.max(1)),
+            settings: ganglion_checks::state::StateSettings {
+                max_check_attempts: raw.checks.max_check_attempts.max(1),
+                check_interval_secs: raw.checks.check_interval_secs.max(1),
+                retry_interval_secs: raw.checks.retry_interval_secs.max(1),
+            },
+        };
+        let defs =
+            match crate::engine::defs::Defs::build(raw.templates, raw.services, raw.checks.default_pack, defaults) {
+                Ok(d) => Some(d),
+                Err(errs) => {
+                    problems.extend(errs.into_iter().map(|e| format!("{origin}: {e}")));
+                    None
+                }
+            };
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -276,13 +376,22 @@ impl Config {
             max_clock_skew: Duration::from_secs(raw.ingest.max_clock_skew_secs),
             max_sample_age: Duration::from_secs(raw.ingest.max_sample_age_secs),
             clusters,
+            engine: crate::engine::EngineConfig {
+                defs: defs.expect("checked above"),
+                state_db: raw.data_dir.join("state.db"),
+                plugin_dir: raw.checks.plugin_dir,
+                max_concurrent_plugins: raw.checks.max_concurrent_plugins.max(1),
+                timeout_state: timeout_state.expect("checked above"),
+            },
+            data_dir: raw.data_dir,
         })
     }
 
     /// The embedded defaults of `ganglion demo`: one cluster `demo` with `key`.
-    pub fn demo(ingest: SocketAddr, web: SocketAddr, key: &str) -> Config {
+    pub fn demo(ingest: SocketAddr, web: SocketAddr, key: &str, data_dir: &Path) -> Config {
+        let data_dir = toml::Value::String(data_dir.to_string_lossy().into_owned());
         let text = format!(
-            "[ingest]\nlisten = \"{ingest}\"\n[web]\nlisten = \"{web}\"\n[[cluster]]\nname = \"demo\"\nkey = \"{key}\"\n"
+            "data_dir = {data_dir}\n[ingest]\nlisten = \"{ingest}\"\n[web]\nlisten = \"{web}\"\n[[cluster]]\nname = \"demo\"\nkey = \"{key}\"\n"
         );
         Config::parse(&text, "demo").expect("the demo configuration is valid")
     }
@@ -356,12 +465,43 @@ host_expire_secs = 0
             host_timeout_secs: Some(1),
             host_expire_secs: Some(1),
         });
+        let s = || Some("x".to_owned());
+        raw.services.push(crate::engine::defs::RawService {
+            name: "x".into(),
+            use_: s(),
+            clusters: Some(vec![]),
+            hosts: s(),
+            enabled: Some(true),
+            metric: s(),
+            divide_by: s(),
+            scale: Some(1.0),
+            warning: s(),
+            critical: s(),
+            missing: s(),
+            command: s(),
+            macros: Some(BTreeMap::new()),
+            passive: Some(true),
+            freshness_secs: Some(1),
+            stale_state: s(),
+            max_check_attempts: Some(1),
+            check_interval_secs: Some(1),
+            retry_interval_secs: Some(1),
+            timeout_secs: Some(1),
+        });
         let value = toml::Value::try_from(&raw).unwrap();
         let mut missing = Vec::new();
         for (section, v) in value.as_table().unwrap() {
             let table = match v {
+                toml::Value::Array(a) if a.is_empty() => continue,
                 toml::Value::Array(a) => a[0].as_table().unwrap(),
-                t => t.as_table().unwrap(),
+                toml::Value::Table(t) => t,
+                _ => {
+                    let row = format!("`{section}`");
+                    if !doc.contains(&row) {
+                        missing.push(row);
+                    }
+                    continue;
+                }
             };
             for key in table.keys() {
                 let row = format!("`{section}.{key}`");
@@ -375,7 +515,13 @@ host_expire_secs = 0
 
     #[test]
     fn demo_defaults_parse() {
-        let c = Config::demo("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), "0123456789abcdef0123");
+        let c = Config::demo(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            "0123456789abcdef0123",
+            Path::new("/tmp/x \"y\""),
+        );
+        assert_eq!(c.data_dir, Path::new("/tmp/x \"y\""));
         assert!(c.clusters.contains_key("demo"));
     }
 }

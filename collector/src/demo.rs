@@ -33,7 +33,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut raw_key = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut raw_key);
     let key = hex::encode(raw_key);
-    let config = Config::demo(args.ingest, args.web, &key);
+    let config = Config::demo(args.ingest, args.web, &key, &args.data);
     let shutdown = CancellationToken::new();
     let running = crate::server::start(&config, shutdown.clone()).await?;
 

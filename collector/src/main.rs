@@ -12,12 +12,14 @@
 //! - `stats`: counters and the one place rejections are logged.
 //! - `api`: `/api/v1/...`.
 //! - `server`: binds listeners, starts and stops the tasks.
+//! - `engine`: the checks engine (definitions, scheduling, plugins, state database).
 //! - `demo`: collector + dashboard + an agent for this host in one process.
 //! - `loadgen`: simulated agents for `scripts/bench-ingest`.
 
 mod api;
 mod config;
 mod demo;
+mod engine;
 mod ingest;
 mod loadgen;
 mod server;

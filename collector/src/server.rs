@@ -59,9 +59,16 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         max_clock_skew: config.max_clock_skew,
         max_sample_age: config.max_sample_age,
     });
-    let api_ctx = Arc::new(ApiContext { state: state.clone(), stats: stats.clone(), started: Instant::now() });
+    let (engine, engine_task) = crate::engine::start(config.engine.clone(), state.clone(), shutdown.clone())
+        .with_context(|| format!("starting the checks engine ({})", config.engine.state_db.display()))?;
+    let api_ctx = Arc::new(ApiContext {
+        state: state.clone(),
+        stats: stats.clone(),
+        started: Instant::now(),
+        engine: engine.clone(),
+    });
 
-    let mut tasks = Vec::new();
+    let mut tasks = vec![engine_task];
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = ingest::serve(ingest_listener, ingest_ctx, token).await {
@@ -93,7 +100,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             }
         }
     }));
-    tracing::info!(ingest = %ingest_addr, web = %web_addr, clusters = config.clusters.len(), "Collector started.");
+    tracing::info!(ingest = %ingest_addr, web = %web_addr, clusters = config.clusters.len(), data_dir = %config.data_dir.display(), "Collector started.");
     Ok(Running { ingest_addr, web_addr, stats, tasks })
 }
 

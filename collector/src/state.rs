@@ -193,6 +193,16 @@ impl State {
         }
     }
 
+    /// Calls `f` with every host and whether it is up, one host locked at a time, so
+    /// the checks engine reads latest values without copying them.
+    pub fn visit_hosts(&self, now: Instant, mut f: impl FnMut(&Host, bool)) {
+        for h in self.all() {
+            let h = lock(&h);
+            let up = self.is_up(&h, now);
+            f(&h, up);
+        }
+    }
+
     /// Clusters with host counts, for the API.
     pub fn clusters_view(&self, now: Instant) -> Vec<ClusterView> {
         let mut out: BTreeMap<&str, ClusterView> = self

@@ -161,8 +161,10 @@ impl Collector {
         let ingest = format!("127.0.0.1:{}", free_port());
         let web = format!("127.0.0.1:{}", free_port());
         let config = dir.join(format!("collector-{}.toml", free_port()));
+        // The collector's files stay in the test's directory, so tests never share them.
+        let data_dir = toml_string(&dir.join("data").to_string_lossy());
         let text = format!(
-            "[ingest]\nlisten = \"{ingest}\"\n[web]\nlisten = \"{web}\"\n[[cluster]]\nname = \"{CLUSTER}\"\nkey = \"{KEY}\"\n{extra}"
+            "data_dir = {data_dir}\n[ingest]\nlisten = \"{ingest}\"\n[web]\nlisten = \"{web}\"\n[[cluster]]\nname = \"{CLUSTER}\"\nkey = \"{KEY}\"\n{extra}"
         );
         fs::write(&config, text).expect("writing collector config");
         let mut c = Collector {
@@ -229,4 +231,19 @@ impl Agent {
         cmd.args(["--log", "info", "--config"]).arg(&config);
         Agent { proc: Proc::spawn(&format!("agent {host}"), cmd, dir.join(format!("agent-{host}.log"))) }
     }
+}
+
+/// A TOML basic string holding `s`.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -1,0 +1,405 @@
+//! Check definitions: templates, services attached to clusters and host-name patterns,
+//! and the built-in default pack; resolved per host into effective checks.
+//!
+//! A definition may `use` a template (which may use another), as Nagios objects do; a
+//! setting comes from the nearest definition in that chain that sets it. Several
+//! `[[service]]` tables may share a name: for a host, the last one whose `clusters` and
+//! `hosts` match wins, which is how a per-host override is written. Every effective
+//! setting remembers where it came from, for `ganglion checks list --host H`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ganglion_checks::range::Thresholds;
+use ganglion_checks::state::{ServiceState, StateSettings};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// One `[[template]]` or `[[service]]` table as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Service description (`[[service]]`) or template name (`[[template]]`).
+    pub name: String,
+    /// Template to inherit unset settings from.
+    #[serde(rename = "use")]
+    pub use_: Option<String>,
+    /// Clusters this service applies to; default: every cluster.
+    pub clusters: Option<Vec<String>>,
+    /// Regular expression on host names (anchor it yourself); default: every host.
+    pub hosts: Option<String>,
+    /// `false` removes the service (e.g. one of the default pack) from matching hosts.
+    pub enabled: Option<bool>,
+    /// Metric check: the metric whose latest value is compared with the thresholds.
+    pub metric: Option<String>,
+    /// Metric check on a ratio: `metric / divide_by`.
+    pub divide_by: Option<String>,
+    /// Factor applied to the value (100 turns a ratio into a percentage).
+    pub scale: Option<f64>,
+    /// Nagios range for WARNING (`10`, `10:`, `~:10`, `10:20`, `@10:20`).
+    pub warning: Option<String>,
+    /// Nagios range for CRITICAL.
+    pub critical: Option<String>,
+    /// State when the metric has no value: `ok`, `warning`, `critical`, `unknown`, or
+    /// `skip` (no result, so a check of a metric a host does not report stays pending).
+    pub missing: Option<String>,
+    /// Active check: a plugin command line; `$HOSTNAME$`, `$HOSTADDRESS$`,
+    /// `$SERVICEDESC$`, `$CLUSTER$` and `$ARGn$`-free custom `$_NAME$` macros from
+    /// `macros`. A relative program is looked up in `[checks] plugin_dir`.
+    pub command: Option<String>,
+    /// Custom macros for the command (`$_NAME$`).
+    pub macros: Option<BTreeMap<String, String>>,
+    /// Passive check: results come from outside (NSCA, HTTP).
+    pub passive: Option<bool>,
+    /// Passive check: seconds without a result after which it is stale.
+    pub freshness_secs: Option<u64>,
+    /// State a stale passive check goes to. Default `unknown`.
+    pub stale_state: Option<String>,
+    pub max_check_attempts: Option<u32>,
+    pub check_interval_secs: Option<u64>,
+    pub retry_interval_secs: Option<u64>,
+    /// Plugin timeout; default `[checks] plugin_timeout_secs`.
+    pub timeout_secs: Option<u64>,
+}
+
+/// What a check looks at.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Metric {
+        metric: String,
+        divide_by: Option<String>,
+        scale: f64,
+        thresholds: Thresholds,
+        missing: Option<ServiceState>,
+    },
+    Active {
+        command: String,
+        macros: BTreeMap<String, String>,
+        timeout: Duration,
+    },
+    Passive {
+        freshness: Option<Duration>,
+        stale_state: ServiceState,
+    },
+}
+
+/// A check as it applies to one host, with where each setting came from.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    pub name: String,
+    pub kind: Kind,
+    pub settings: StateSettings,
+    /// Setting name → the definition that set it (`service web-disk (config)`,
+    /// `template generic-service`, `built-in default`).
+    pub origin: BTreeMap<&'static str, String>,
+}
+
+/// A definition with its compiled pattern and where it was written.
+#[derive(Debug, Clone)]
+struct Def {
+    raw: RawService,
+    hosts: Option<Regex>,
+    origin: String,
+}
+
+/// All definitions, checked once at configuration time.
+#[derive(Debug, Clone, Default)]
+pub struct Defs {
+    templates: BTreeMap<String, Def>,
+    services: Vec<Def>,
+    defaults: ChecksDefaults,
+}
+
+/// Collector-wide defaults of `[checks]`.
+#[derive(Debug, Clone)]
+pub struct ChecksDefaults {
+    pub plugin_timeout: Duration,
+    pub settings: StateSettings,
+}
+
+impl Default for ChecksDefaults {
+    fn default() -> Self {
+        ChecksDefaults {
+            plugin_timeout: Duration::from_secs(10),
+            // Ganglia users expect checks at the pace of the data: a minute, retries
+            // every 15 s (one agent interval), three attempts.
+            settings: StateSettings { max_check_attempts: 3, check_interval_secs: 60, retry_interval_secs: 15 },
+        }
+    }
+}
+
+pub fn parse_state(text: &str) -> Option<ServiceState> {
+    match text.to_ascii_lowercase().as_str() {
+        "ok" | "o" => Some(ServiceState::Ok),
+        "warning" | "w" => Some(ServiceState::Warning),
+        "critical" | "c" => Some(ServiceState::Critical),
+        "unknown" | "u" => Some(ServiceState::Unknown),
+        _ => None,
+    }
+}
+
+/// The built-in default pack (issue: host down is the host check itself). Metric names
+/// are the agent's; checks of metrics a host does not report stay silent (`missing =
+/// "skip"`), so application checks switch themselves on when the metrics appear.
+pub fn default_pack() -> Vec<RawService> {
+    let m = |name: &str, metric: &str, warning: &str, critical: &str| RawService {
+        name: name.to_owned(),
+        metric: Some(metric.to_owned()),
+        warning: Some(warning.to_owned()),
+        critical: Some(critical.to_owned()),
+        missing: Some("skip".to_owned()),
+        ..RawService::default()
+    };
+    let ratio = |name: &str, a: &str, b: &str, scale: f64, warning: &str, critical: &str| RawService {
+        divide_by: Some(b.to_owned()),
+        scale: Some(scale),
+        ..m(name, a, warning, critical)
+    };
+    vec![
+        m("cpu_steal", "cpu_steal", "10", "25"),
+        m("cpu_wio", "cpu_wio", "30", "60"),
+        ratio("load_per_cpu", "load_five", "cpu_num", 1.0, "2", "4"),
+        ratio("mem_available", "mem_available", "mem_total", 100.0, "10:", "5:"),
+        m("part_max_used", "part_max_used", "85", "95"),
+        ratio("swap_free", "swap_free", "swap_total", 100.0, "50:", "20:"),
+        m("apache_busy_workers_pct", "apache_busy_workers_pct", "80", "95"),
+        m("mysql_key_cache_miss_pct", "mysql_key_cache_miss_pct", "1", "5"),
+        m("mysql_connections_used_pct", "mysql_connections_used_pct", "80", "95"),
+        m("mysql_tmp_disk_tables_pct", "mysql_tmp_disk_tables_pct", "25", "50"),
+        m("mysql_slow_queries", "mysql_slow_queries", "1", "10"),
+    ]
+}
+
+impl Defs {
+    /// Checks templates and services; returns every problem found.
+    ///
+    /// # Errors
+    /// One message per problem (unknown template, template loop, bad regex, bad range,
+    /// a service that is neither metric, active nor passive, …).
+    pub fn build(
+        templates: Vec<RawService>,
+        services: Vec<RawService>,
+        default_pack: bool,
+        defaults: ChecksDefaults,
+    ) -> Result<Defs, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut defs = Defs { defaults, ..Defs::default() };
+        for t in templates {
+            let origin = format!("template {}", t.name);
+            match compile(t, origin) {
+                Ok(d) => {
+                    if defs.templates.insert(d.raw.name.clone(), d.clone()).is_some() {
+                        problems.push(format!("template {}: defined twice", d.raw.name));
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        let mut all: Vec<(RawService, String)> = Vec::new();
+        if default_pack {
+            all.extend(self::default_pack().into_iter().map(|s| {
+                let o = format!("built-in service {}", s.name);
+                (s, o)
+            }));
+        }
+        all.extend(services.into_iter().enumerate().map(|(i, s)| {
+            let o = format!("service {} (#{} in config)", s.name, i + 1);
+            (s, o)
+        }));
+        for (s, origin) in all {
+            match compile(s, origin) {
+                Ok(d) => defs.services.push(d),
+                Err(e) => problems.push(e),
+            }
+        }
+        // Resolve every definition once, so a broken chain or setting is reported now,
+        // not when the first host appears.
+        for d in &defs.services {
+            if let Err(e) = defs.resolve(d) {
+                problems.push(e);
+            }
+        }
+        if problems.is_empty() {
+            Ok(defs)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The checks of a host.
+    pub fn for_host(&self, cluster: &str, host: &str) -> Vec<Effective> {
+        let mut by_name: BTreeMap<&str, &Def> = BTreeMap::new();
+        for d in &self.services {
+            if self.matches(d, cluster, host) {
+                by_name.insert(&d.raw.name, d);
+            }
+        }
+        by_name.into_values().filter_map(|d| self.resolve(d).ok().flatten()).collect()
+    }
+
+    fn matches(&self, d: &Def, cluster: &str, host: &str) -> bool {
+        let clusters = self.chain(d).into_iter().find_map(|x| x.raw.clusters.as_ref());
+        let hosts = self.chain(d).into_iter().find_map(|x| x.hosts.as_ref());
+        clusters.is_none_or(|c| c.iter().any(|c| c == cluster)) && hosts.is_none_or(|r| r.is_match(host))
+    }
+
+    /// The definition followed by its templates, nearest first; stops at a loop.
+    fn chain<'a>(&'a self, d: &'a Def) -> Vec<&'a Def> {
+        let mut out = vec![d];
+        let mut cur = d;
+        while let Some(t) = cur.raw.use_.as_ref().and_then(|n| self.templates.get(n)) {
+            if out.iter().any(|x| std::ptr::eq(*x, t)) || out.len() > 32 {
+                break;
+            }
+            out.push(t);
+            cur = t;
+        }
+        out
+    }
+
+    /// Effective settings of a definition; `Ok(None)` when it is disabled.
+    fn resolve(&self, d: &Def) -> Result<Option<Effective>, String> {
+        let chain = self.chain(d);
+        if let Some(last) = chain.last() {
+            if let Some(name) = &last.raw.use_ {
+                if !self.templates.contains_key(name) {
+                    return Err(format!("{}: uses unknown template {name}", last.origin));
+                }
+                return Err(format!("{}: template chain loops through {name}", d.origin));
+            }
+        }
+        let mut origin = BTreeMap::new();
+        macro_rules! pick {
+            ($field:ident) => {{
+                let found = chain.iter().find_map(|x| x.raw.$field.clone().map(|v| (v, x.origin.clone())));
+                if let Some((_, o)) = &found {
+                    origin.insert(stringify!($field), o.clone());
+                }
+                found.map(|(v, _)| v)
+            }};
+        }
+        if pick!(enabled) == Some(false) {
+            return Ok(None);
+        }
+        let fail = |msg: String| format!("{}: {msg}", d.origin);
+        let metric = pick!(metric);
+        let command = pick!(command);
+        let passive = pick!(passive).unwrap_or(false);
+        let kinds = usize::from(metric.is_some()) + usize::from(command.is_some()) + usize::from(passive);
+        if kinds != 1 {
+            return Err(fail("give exactly one of metric, command and passive = true".into()));
+        }
+        let d_settings = self.defaults.settings;
+        let settings = StateSettings {
+            max_check_attempts: pick!(max_check_attempts).unwrap_or(d_settings.max_check_attempts),
+            check_interval_secs: pick!(check_interval_secs).unwrap_or(d_settings.check_interval_secs).max(1),
+            retry_interval_secs: pick!(retry_interval_secs).unwrap_or(d_settings.retry_interval_secs).max(1),
+        };
+        let kind = if let Some(metric) = metric {
+            let warning = pick!(warning);
+            let critical = pick!(critical);
+            let thresholds =
+                Thresholds::parse(warning.as_deref(), critical.as_deref()).map_err(|e| fail(e.to_string()))?;
+            let missing = match pick!(missing).as_deref() {
+                None => Some(ServiceState::Unknown),
+                Some("skip") => None,
+                Some(s) => Some(parse_state(s).ok_or_else(|| fail(format!("missing: {s} is not a state or skip")))?),
+            };
+            Kind::Metric {
+                metric,
+                divide_by: pick!(divide_by),
+                scale: pick!(scale).unwrap_or(1.0),
+                thresholds,
+                missing,
+            }
+        } else if let Some(command) = command {
+            crate::engine::plugin::split_command(&command).map_err(|e| fail(format!("command: {e}")))?;
+            let timeout = pick!(timeout_secs).map_or(self.defaults.plugin_timeout, Duration::from_secs);
+            Kind::Active { command, macros: pick!(macros).unwrap_or_default(), timeout }
+        } else {
+            let stale = pick!(stale_state).unwrap_or_else(|| "unknown".into());
+            Kind::Passive {
+                freshness: pick!(freshness_secs).map(Duration::from_secs),
+                stale_state: parse_state(&stale).ok_or_else(|| fail(format!("stale_state: {stale} is not a state")))?,
+            }
+        };
+        Ok(Some(Effective { name: d.raw.name.clone(), kind, settings, origin }))
+    }
+}
+
+fn compile(raw: RawService, origin: String) -> Result<Def, String> {
+    if ganglion_proto::name::validate(ganglion_proto::name::NameKind::Metric, &raw.name).is_err() {
+        return Err(format!("{origin}: name must be 1-128 characters of A-Z a-z 0-9 _ - . :"));
+    }
+    let hosts = match &raw.hosts {
+        Some(p) => Some(Regex::new(p).map_err(|e| format!("{origin}: hosts: {e}"))?),
+        None => None,
+    };
+    Ok(Def { raw, hosts, origin })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str) -> RawService {
+        RawService { name: name.into(), ..RawService::default() }
+    }
+
+    #[test]
+    fn default_pack_applies_to_every_host_and_resolves() {
+        let defs = Defs::build(vec![], vec![], true, ChecksDefaults::default()).unwrap();
+        let checks = defs.for_host("web", "web-01");
+        assert!(checks.iter().any(|c| c.name == "cpu_steal"));
+        let steal = checks.iter().find(|c| c.name == "cpu_steal").unwrap();
+        assert_eq!(steal.origin["metric"], "built-in service cpu_steal");
+    }
+
+    #[test]
+    fn templates_inherit_and_later_services_override_per_host() {
+        let tpl = RawService { check_interval_secs: Some(30), max_check_attempts: Some(5), ..svc("generic") };
+        let base = RawService {
+            use_: Some("generic".into()),
+            metric: Some("part_max_used".into()),
+            warning: Some("80".into()),
+            critical: Some("90".into()),
+            ..svc("disk")
+        };
+        let db = RawService {
+            hosts: Some("^db-".into()),
+            warning: Some("95".into()),
+            critical: Some("98".into()),
+            ..base.clone()
+        };
+        let defs = Defs::build(vec![tpl], vec![base, db], false, ChecksDefaults::default()).unwrap();
+        let web = &defs.for_host("c", "web-1")[0];
+        let dbh = &defs.for_host("c", "db-1")[0];
+        assert_eq!(web.settings.check_interval_secs, 30);
+        assert_eq!(web.settings.max_check_attempts, 5);
+        assert_eq!(web.origin["check_interval_secs"], "template generic");
+        let Kind::Metric { thresholds, .. } = &dbh.kind else { panic!() };
+        assert_eq!(thresholds.evaluate(96.0), ServiceState::Warning);
+        assert_eq!(dbh.origin["warning"], "service disk (#2 in config)");
+    }
+
+    #[test]
+    fn disabled_and_scoped_services() {
+        let off = RawService { enabled: Some(false), clusters: Some(vec!["batch".into()]), ..svc("cpu_steal") };
+        let defs = Defs::build(vec![], vec![off], true, ChecksDefaults::default()).unwrap();
+        assert!(defs.for_host("batch", "b1").iter().all(|c| c.name != "cpu_steal"));
+        assert!(defs.for_host("web", "w1").iter().any(|c| c.name == "cpu_steal"));
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let bad = vec![
+            RawService { use_: Some("nope".into()), metric: Some("m".into()), ..svc("a") },
+            RawService { metric: Some("m".into()), warning: Some("10:5".into()), ..svc("b") },
+            RawService { hosts: Some("(".into()), metric: Some("m".into()), ..svc("c") },
+            RawService { metric: Some("m".into()), command: Some("check_x".into()), ..svc("d") },
+            RawService { command: Some("check_x 'open".into()), ..svc("e") },
+        ];
+        let err = Defs::build(vec![], bad, false, ChecksDefaults::default()).unwrap_err();
+        assert_eq!(err.len(), 5, "{err:#?}");
+    }
+}

@@ -1,0 +1,175 @@
+//! The checks engine end to end: metric checks on a live agent's data, real Nagios
+//! plugins (open and closed ports, a dummy, a disk, one that hangs), passive results
+//! over HTTP with freshness, and states that survive `kill -9` of the collector.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ganglion_tests::{free_port, wait_for, Agent, Collector};
+use serde_json::Value;
+
+const PLUGINS: &str = "/usr/lib/nagios/plugins";
+
+fn require_plugin(name: &str) {
+    let p = Path::new(PLUGINS).join(name);
+    assert!(
+        p.is_file(),
+        "{} is needed by this test: install the Debian package `monitoring-plugins` (scripts/test does this as root)",
+        p.display()
+    );
+}
+
+fn check<'a>(status: &'a Value, host: &str, service: &str) -> Option<&'a Value> {
+    status.as_array()?.iter().find(|c| c["host"] == host && c["service"] == service)
+}
+
+fn state_of(c: &Collector, host: &str, service: &str) -> Option<(String, String)> {
+    let s = c.get("/api/v1/status")?;
+    let x = check(&s, host, service)?;
+    if x["pending"] == true {
+        return None;
+    }
+    Some((x["state"].as_str()?.to_owned(), x["state_type"].as_str()?.to_owned()))
+}
+
+fn post(c: &Collector, path: &str, body: &Value) -> (u16, Value) {
+    let r = ureq::post(&format!("http://{}{path}", c.web)).send_json(body.clone());
+    match r {
+        Ok(resp) => (resp.status(), resp.into_json().unwrap_or(Value::Null)),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("POST {path}: {e}"),
+    }
+}
+
+#[test]
+fn metric_active_and_passive_checks_reach_their_states_and_survive_a_crash() {
+    for p in ["check_tcp", "check_dummy", "check_disk"] {
+        require_plugin(p);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_port();
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open_port = open.local_addr().unwrap().port();
+    let extra = format!(
+        r#"
+[checks]
+default_pack = false
+check_interval_secs = 1
+retry_interval_secs = 1
+max_check_attempts = 2
+
+[[service]]
+name = "cpus"
+metric = "cpu_num"
+critical = "@1:100000"
+
+[[service]]
+name = "uptime"
+metric = "uptime"
+warning = "0:"
+
+[[service]]
+name = "no_such_metric"
+metric = "not_reported_anywhere"
+missing = "warning"
+
+[[service]]
+name = "tcp_open"
+command = "check_tcp -H $_ADDR$ -p {open_port} -t 2"
+macros = {{ ADDR = "127.0.0.1" }}
+
+[[service]]
+name = "tcp_closed"
+command = "check_tcp -H 127.0.0.1 -p {closed} -t 2"
+
+[[service]]
+name = "dummy"
+command = "check_dummy 1 'dummy on $HOSTNAME$'"
+
+[[service]]
+name = "disk"
+command = "check_disk -w 1 -c 1 -u MB -p /"
+
+[[service]]
+name = "hang"
+command = "/bin/sh -c 'sleep 30'"
+timeout_secs = 1
+
+[[service]]
+name = "backup"
+passive = true
+freshness_secs = 3
+stale_state = "critical"
+"#
+    );
+    let mut c = Collector::start(dir.path(), &extra);
+    let agent = Agent::start(dir.path(), "chk-host", &[&c.ingest], 1, "");
+    let procs = [&c.proc, &agent.proc];
+
+    let want = [
+        ("cpus", "CRITICAL", "HARD"),
+        ("uptime", "OK", "HARD"),
+        ("no_such_metric", "WARNING", "HARD"),
+        ("tcp_open", "OK", "HARD"),
+        ("tcp_closed", "CRITICAL", "HARD"),
+        ("dummy", "WARNING", "HARD"),
+        ("disk", "OK", "HARD"),
+        ("hang", "CRITICAL", "HARD"),
+    ];
+    for (svc, state, typ) in want {
+        wait_for(Duration::from_secs(20), &format!("{svc} to be {state} {typ}"), &procs, || {
+            (state_of(&c, "chk-host", svc)? == (state.to_owned(), typ.to_owned())).then_some(())
+        });
+    }
+    let status = c.get("/api/v1/status").unwrap();
+    let hang = check(&status, "chk-host", "hang").unwrap();
+    assert!(hang["output"].as_str().unwrap().starts_with("(Service check timed out after 1."), "{hang}");
+    let dummy = check(&status, "chk-host", "dummy").unwrap();
+    assert_eq!(dummy["output"], "WARNING: dummy on chk-host");
+    let disk = check(&status, "chk-host", "disk").unwrap();
+    assert!(disk["perfdata"].as_str().unwrap().contains("/="), "{disk}");
+    let host = check(&status, "chk-host", "").unwrap();
+    assert_eq!(host["state"], "UP");
+
+    // Passive: no result within 3 s → stale CRITICAL (after 2 attempts); a result fixes it.
+    wait_for(Duration::from_secs(20), "backup to go stale", &procs, || {
+        let (s, t) = state_of(&c, "chk-host", "backup")?;
+        (s == "CRITICAL" && t == "HARD").then_some(())
+    });
+    let (code, body) = post(
+        &c,
+        "/api/v1/results",
+        &serde_json::json!({"host": "chk-host", "service": "backup", "status": 0, "output": "backup done | size=10GB"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(state_of(&c, "chk-host", "backup"), Some(("OK".into(), "HARD".into())));
+    let (code, body) = post(
+        &c,
+        "/api/v1/results",
+        &serde_json::json!([{"host": "nobody", "service": "x", "status": 0, "output": ""}]),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(c.health()["checks"]["rejected"], 1);
+
+    // kill -9 and restart: same states, same change times, no new state change in history.
+    let before = c.get("/api/v1/status").unwrap();
+    let changed_at = check(&before, "chk-host", "cpus").unwrap()["last_state_change"].clone();
+    let history_len = |c: &Collector| {
+        c.get("/api/v1/history?host=chk-host&service=cpus").and_then(|h| h.as_array().map(Vec::len)).unwrap_or(0)
+    };
+    let n = history_len(&c);
+    assert!(n >= 1);
+    // Statuses are written once per second.
+    std::thread::sleep(Duration::from_millis(1500));
+    c.proc.kill9();
+    c.restart();
+    let after = wait_for(Duration::from_secs(20), "the host to reconnect", &[&c.proc, &agent.proc], || {
+        let s = c.get("/api/v1/status")?;
+        check(&s, "chk-host", "cpus").is_some().then_some(s)
+    });
+    let cpus = check(&after, "chk-host", "cpus").unwrap();
+    assert_eq!((cpus["state"].as_str(), cpus["state_type"].as_str()), (Some("CRITICAL"), Some("HARD")), "{cpus}");
+    assert_eq!(cpus["last_state_change"], changed_at, "the restart looked like a state change");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(history_len(&c), n, "the restart added a state change to the history");
+}
