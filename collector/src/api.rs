@@ -22,6 +22,7 @@ pub struct ApiContext {
     pub stats: Arc<Stats>,
     pub started: Instant,
     pub engine: EngineHandle,
+    pub store: Arc<ganglion_store::engine::Store>,
 }
 
 /// An API failure: status plus a plain message.
@@ -39,6 +40,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/:cluster/hosts", get(cluster_hosts))
         .route("/api/v1/hosts/:host", get(host))
+        .route("/api/v1/series", get(series))
         .route("/api/v1/status", get(status))
         .route("/api/v1/status/problems", get(problems))
         .route("/api/v1/history", get(history))
@@ -56,7 +58,113 @@ async fn health(AxState(ctx): AxState<Arc<ApiContext>>) -> impl IntoResponse {
         "hosts": ctx.state.host_count(),
         "counters": ctx.stats.snapshot(),
         "checks": checks_counters(ctx.engine.stats()),
+        "storage": storage_counters(&ctx.store),
     }))
+}
+
+fn storage_counters(store: &ganglion_store::engine::Store) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = store.stats();
+    json!({
+        "series": store.series_count(),
+        "received": s.received.load(Relaxed),
+        "written": s.written.load(Relaxed),
+        "dropped": s.dropped.load(Relaxed),
+        "rejected": s.rejected.load(Relaxed),
+        "journal_bytes": s.journal_bytes.load(Relaxed),
+        "journal_truncated": s.journal_truncated.load(Relaxed),
+        "fsyncs": s.fsyncs.load(Relaxed),
+        "flushes": s.flushes.load(Relaxed),
+        "unflushed_bytes": s.unflushed_bytes.load(Relaxed),
+        "corrupt_files": s.corrupt_files.load(Relaxed),
+        "quarantined": s.quarantined.load(Relaxed),
+        "write_errors": s.write_errors.load(Relaxed),
+    })
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    host: String,
+    metric: String,
+    cluster: Option<String>,
+    cf: Option<String>,
+    /// Seconds since the epoch; negative means relative to now (`-3600`).
+    start: Option<i64>,
+    end: Option<i64>,
+    step: Option<u64>,
+}
+
+/// `GET /api/v1/series`: one series from storage, as `rrdtool fetch` would return it,
+/// merged with samples not yet written to its file.
+async fn series(
+    AxState(ctx): AxState<Arc<ApiContext>>,
+    Query(q): Query<SeriesQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    use ganglion_store::rrd::Cf;
+    let cf = match q.cf.as_deref().unwrap_or("AVERAGE").to_ascii_uppercase().as_str() {
+        "AVERAGE" => Cf::Average,
+        "MIN" => Cf::Min,
+        "MAX" => Cf::Max,
+        "LAST" => Cf::Last,
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("cf {} is not AVERAGE, MIN, MAX or LAST", ganglion_proto::name::escaped(other)),
+            ))
+        }
+    };
+    let cluster = match q.cluster {
+        Some(c) => c,
+        None => ctx.state.host_view(&q.host, None, Instant::now()).map(|h| h.summary.cluster).ok_or_else(|| {
+            ApiError(StatusCode::NOT_FOUND, format!("no host {}", ganglion_proto::name::escaped(&q.host)))
+        })?,
+    };
+    let now = crate::state::now_ms() / 1000;
+    let abs = |t: i64| if t < 0 { now + t } else { t };
+    let end = abs(q.end.unwrap_or(now));
+    let start = abs(q.start.unwrap_or(end - 3600));
+    if start < 0 || end <= start {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "start must be before end".into()));
+    }
+    let key = ganglion_store::engine::SeriesKey::new(&cluster, &q.host, &q.metric);
+    let store = ctx.store.clone();
+    let step = q.step.unwrap_or(1).max(1);
+    let fetched = tokio::task::spawn_blocking(move || store.fetch(&key, cf, start as u64, end as u64, step))
+        .await
+        .map_err(|e| internal(&e))?;
+    let f = match fetched {
+        Ok(f) => f,
+        Err(ganglion_store::engine::ReadError::NotFound) => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no series {} of host {}",
+                    ganglion_proto::name::escaped(&q.metric),
+                    ganglion_proto::name::escaped(&q.host)
+                ),
+            ))
+        }
+        Err(e) => return Err(internal(&e)),
+    };
+    let points: Vec<serde_json::Value> = f
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let v = r.first().copied().filter(|v| v.is_finite());
+            json!([f.time(i), v])
+        })
+        .collect();
+    Ok(Json(json!({
+        "cluster": cluster,
+        "host": q.host,
+        "metric": q.metric,
+        "cf": q.cf.unwrap_or_else(|| "AVERAGE".into()).to_ascii_uppercase(),
+        "start": f.start,
+        "end": f.end,
+        "step": f.step,
+        "points": points,
+    })))
 }
 
 fn checks_counters(s: &crate::engine::EngineStats) -> serde_json::Value {
@@ -253,9 +361,10 @@ mod tests {
         let state = Arc::new(State::new(config.clusters));
         let (engine, _) =
             crate::engine::start(config.engine, state.clone(), tokio_util::sync::CancellationToken::new()).unwrap();
-        // The engine keeps its database open; the directory may go.
+        let store = Arc::new(ganglion_store::engine::Store::open(&dir.path().join("store"), config.storage).unwrap());
+        // The engine and the store keep their files open; the directory may go.
         drop(dir);
-        Arc::new(ApiContext { state, stats: Arc::new(Stats::default()), started: Instant::now(), engine })
+        Arc::new(ApiContext { state, stats: Arc::new(Stats::default()), started: Instant::now(), engine, store })
     }
 
     async fn get_json(path: &str) -> (StatusCode, serde_json::Value) {

@@ -31,6 +31,8 @@ pub struct RawConfig {
     #[serde(default, rename = "cluster")]
     pub clusters: Vec<RawCluster>,
     #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
     pub checks: RawChecks,
     /// Check templates, used by services with `use = "name"`.
     #[serde(default, rename = "template")]
@@ -38,6 +40,68 @@ pub struct RawConfig {
     /// Service checks, attached to clusters and host-name patterns.
     #[serde(default, rename = "service")]
     pub services: Vec<crate::engine::defs::RawService>,
+}
+
+/// Round-robin storage of every sample (files under `data_dir/store`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// When the journal is synced to disk: `interval` (group commit every
+    /// `fsync_interval_ms`), `always` (before every acknowledgement) or `never`
+    /// (acknowledged data survives a process crash, not a power cut). Default `interval`.
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+    /// Group commit period. Default 1000.
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval_ms: u64,
+    /// Every series is written to its file once per this period, spread over it.
+    /// Default 3600.
+    #[serde(default = "default_flush_interval")]
+    pub flush_interval_secs: u64,
+    /// Unflushed samples kept in memory before the flusher hurries. Default 256 MiB.
+    #[serde(default = "default_unflushed")]
+    pub max_unflushed_bytes: u64,
+    /// Seconds per primary data point of new series. Default 15 (the agent interval).
+    #[serde(default = "default_step")]
+    pub step_secs: u64,
+    /// Seconds without a sample after which an interval is unknown. Default 120.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// Archives of new series, in rrdtool syntax (`RRA:AVERAGE:0.5:1:5760`). Default:
+    /// Ganglia's set for `step_secs` (a day at full resolution, 1-minute rows for two
+    /// weeks, 10-minute rows for a year), each as AVERAGE and MAX.
+    pub archives: Option<Vec<String>>,
+    /// Series of a host forgotten after `host_expire` are deleted this much later
+    /// (if the host has not come back). Default 604800 (a week).
+    #[serde(default = "default_expire_grace")]
+    pub expire_grace_secs: u64,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        toml::from_str("").expect("every [storage] key has a default")
+    }
+}
+fn default_fsync() -> String {
+    "interval".to_owned()
+}
+fn default_fsync_interval() -> u64 {
+    1000
+}
+fn default_flush_interval() -> u64 {
+    3600
+}
+fn default_unflushed() -> u64 {
+    256 << 20
+}
+fn default_step() -> u64 {
+    15
+}
+fn default_heartbeat() -> u64 {
+    120
+}
+fn default_expire_grace() -> u64 {
+    7 * 86_400
 }
 
 /// The checks engine.
@@ -222,6 +286,8 @@ pub struct Config {
     pub clusters: BTreeMap<String, ClusterConfig>,
     pub data_dir: PathBuf,
     pub engine: crate::engine::EngineConfig,
+    pub storage: ganglion_store::engine::StoreConfig,
+    pub expire_grace: Duration,
 }
 
 /// Every problem of a configuration, one per line, with positions.
@@ -342,6 +408,38 @@ impl Config {
         if clusters.is_empty() {
             problems.push(format!("{origin}: no [[cluster]] defined; agents would all be refused"));
         }
+        let fsync = match raw.storage.fsync.as_str() {
+            "interval" => Some(ganglion_store::engine::FsyncPolicy::IntervalMs(raw.storage.fsync_interval_ms.max(1))),
+            "always" => Some(ganglion_store::engine::FsyncPolicy::Always),
+            "never" => Some(ganglion_store::engine::FsyncPolicy::Never),
+            other => {
+                problems.push(format!(
+                    "{origin}: storage.fsync: {} is not interval, always or never",
+                    name::escaped(other)
+                ));
+                None
+            }
+        };
+        if raw.storage.step_secs == 0 || raw.storage.heartbeat_secs < raw.storage.step_secs {
+            problems
+                .push(format!("{origin}: storage: step_secs must be at least 1 and heartbeat_secs at least step_secs"));
+        }
+        let archives = match &raw.storage.archives {
+            None => ganglion_store::engine::StoreConfig::ganglia_archives(raw.storage.step_secs.max(1)),
+            Some(list) => {
+                let mut out = Vec::new();
+                for a in list {
+                    match ganglion_store::rrd::RraDef::parse(a) {
+                        Ok(r) => out.push(r),
+                        Err(e) => problems.push(format!("{origin}: storage.archives: {}: {e}", name::escaped(a))),
+                    }
+                }
+                if out.is_empty() {
+                    problems.push(format!("{origin}: storage.archives: at least one archive is needed"));
+                }
+                out
+            }
+        };
         let timeout_state = crate::engine::defs::parse_state(&raw.checks.timeout_state);
         if timeout_state.is_none() {
             problems.push(format!(
@@ -383,6 +481,16 @@ impl Config {
                 max_concurrent_plugins: raw.checks.max_concurrent_plugins.max(1),
                 timeout_state: timeout_state.expect("checked above"),
             },
+            storage: ganglion_store::engine::StoreConfig {
+                step_secs: raw.storage.step_secs,
+                heartbeat_secs: raw.storage.heartbeat_secs,
+                archives,
+                fsync: fsync.expect("checked above"),
+                flush_interval_secs: raw.storage.flush_interval_secs.max(1),
+                max_unflushed_bytes: raw.storage.max_unflushed_bytes,
+                background: true,
+            },
+            expire_grace: Duration::from_secs(raw.storage.expire_grace_secs),
             data_dir: raw.data_dir,
         })
     }

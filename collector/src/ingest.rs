@@ -26,7 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::state::{lock, now_ms, Host, State};
+use ganglion_proto::msg::MetricKind;
+use ganglion_store::engine::{DsKind, SeriesKey, Store, Ticket, Update};
+
+use crate::durable::DurableHandle;
+use crate::state::{lock, now_ms, Host, SeqStats, State};
 use crate::stats::{Reason, Stats};
 
 /// What a connection needs from the collector.
@@ -37,6 +41,9 @@ pub struct IngestContext {
     pub max_connections: usize,
     pub max_clock_skew: Duration,
     pub max_sample_age: Duration,
+    /// Where every accepted sample goes before its batch is acknowledged.
+    pub store: Arc<Store>,
+    pub durable: DurableHandle,
 }
 
 /// A hello must arrive this soon after the challenge.
@@ -266,8 +273,32 @@ async fn batches(
     // Values of the previous batch on this connection, by agent metric id: the agent
     // leaves out what did not change (PROTOCOL.md, "Batch").
     let mut held: Vec<Option<f64>> = Vec::new();
+    // Acks wait for the journal's group commit, but reading does not: batches keep
+    // arriving (up to the agent's window) while one wait covers all of them, and the
+    // ack sent afterwards is cumulative. Without this a connection would move one batch
+    // per fsync interval.
+    let mut waiting: Option<(Ack, Ticket, DurableWait)> = None;
+    let mut next_ack: Option<(Ticket, Ack)> = None;
     loop {
-        let f = match reader.next().await {
+        let next = tokio::select! {
+            f = reader.next() => f,
+            r = async { waiting.as_mut().expect("guarded by the branch condition").2.as_mut().await }, if waiting.is_some() => {
+                let (ack, _, _) = waiting.take().expect("guarded by the branch condition");
+                if let Err(e) = r {
+                    tracing::warn!(%peer, error = %e, "Storage did not confirm a batch; closing without acknowledging it.");
+                    return Ok(());
+                }
+                let payload = msg::encode(&ack).expect("an ack always encodes");
+                if s.send(Kind::Ack, &payload).await.is_err() {
+                    return Ok(());
+                }
+                if let Some((ticket, ack)) = next_ack.take() {
+                    waiting = Some((ack, ticket, wait_for(ctx, ticket)));
+                }
+                continue;
+            }
+        };
+        let f = match next {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(()),
             Err(ReadError::Io(e)) => {
@@ -293,12 +324,48 @@ async fn batches(
                 &format!("{bad} samples with NaN/infinite values or ids beyond {MAX_METRIC_ID}"),
             );
         }
-        apply(&batch, host, ids, peer, ctx);
-        let ack = msg::encode(&Ack { run: batch.run, seq: batch.seq }).expect("an ack always encodes");
-        if s.send(Kind::Ack, &ack).await.is_err() {
-            return Ok(());
+        let ack = Ack { run: batch.run, seq: batch.seq };
+        let ticket = match apply(&batch, host, ids, peer, ctx) {
+            // Acknowledged means in the journal: the ack waits for the group commit.
+            Some((updates, undo)) => match ctx.store.append(&updates) {
+                Ok(ticket) => ticket,
+                Err(e) => {
+                    // Not acknowledged, and the sequence bookkeeping forgets the batch, so
+                    // the agent's replay after it reconnects is stored rather than skipped
+                    // as a duplicate. Closing is the only way to refuse one batch: acks are
+                    // cumulative.
+                    lock(host).seq = undo;
+                    ctx.stats.batches_deferred.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, seq = batch.seq, error = %e, "Storage refused a batch; closing so the agent resends it later.");
+                    return Ok(());
+                }
+            },
+            // Nothing to store (a duplicate, a stale batch): the ack still waits behind
+            // the batches before it, or goes at once when none is waiting.
+            None => match (&next_ack, &waiting) {
+                (Some((t, _)), _) | (None, Some((_, t, _))) => *t,
+                (None, None) => {
+                    let payload = msg::encode(&ack).expect("an ack always encodes");
+                    if s.send(Kind::Ack, &payload).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            },
+        };
+        if waiting.is_none() {
+            waiting = Some((ack, ticket, wait_for(ctx, ticket)));
+        } else {
+            next_ack = Some((ticket, ack));
         }
     }
+}
+
+type DurableWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+fn wait_for(ctx: &IngestContext, ticket: Ticket) -> DurableWait {
+    let d = ctx.durable.clone();
+    Box::pin(async move { d.wait(ticket).await })
 }
 
 /// Largest metric id an agent may use; ids index per-connection tables.
@@ -333,16 +400,34 @@ fn carry_forward(held: &mut Vec<Option<f64>>, batch: &mut Batch) -> u64 {
     bad
 }
 
-/// Puts a batch into the host's latest values. Duplicates and batches with absurd
-/// times are acknowledged without being applied: sending them again cannot help.
-fn apply(batch: &Batch, host: &Arc<Mutex<Host>>, ids: &mut Vec<Option<usize>>, peer: SocketAddr, ctx: &IngestContext) {
+fn ds_kind(k: MetricKind) -> DsKind {
+    match k {
+        MetricKind::Gauge => DsKind::Gauge,
+        MetricKind::Counter => DsKind::Counter,
+        MetricKind::Derive => DsKind::Derive,
+        MetricKind::Absolute => DsKind::Absolute,
+    }
+}
+
+/// Puts a batch into the host's latest values and returns the samples to store, with
+/// the sequence bookkeeping as it was before (to undo if storing fails). Duplicates and
+/// batches with absurd times give `None`: they are acknowledged without being applied,
+/// since sending them again cannot help.
+fn apply(
+    batch: &Batch,
+    host: &Arc<Mutex<Host>>,
+    ids: &mut Vec<Option<usize>>,
+    peer: SocketAddr,
+    ctx: &IngestContext,
+) -> Option<(Vec<Update>, SeqStats)> {
     let now = now_ms();
     let mut h = lock(host);
     h.last_seen = Instant::now();
     h.last_seen_ms = now;
+    let undo = h.seq.clone();
     if !h.note_seq(batch.run, batch.seq) {
         ctx.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     }
     if batch.time_ms > now + ctx.max_clock_skew.as_millis() as i64
         || batch.time_ms < now - ctx.max_sample_age.as_millis() as i64
@@ -353,7 +438,7 @@ fn apply(batch: &Batch, host: &Arc<Mutex<Host>>, ids: &mut Vec<Option<usize>>, p
             peer,
             &format!("batch {} has time {} ms, now is {now} ms", batch.seq, batch.time_ms),
         );
-        return;
+        return None;
     }
     if !batch.defs.is_empty() {
         define(&mut h, ids, &batch.defs, ctx, peer);
@@ -363,10 +448,13 @@ fn apply(batch: &Batch, host: &Arc<Mutex<Host>>, ids: &mut Vec<Option<usize>>, p
     }
     let mut accepted = 0u64;
     let mut bad = 0u64;
+    let mut updates = Vec::with_capacity(batch.values.len());
     for &(id, value) in &batch.values {
         let slot = ids.get(id as usize).copied().flatten();
         match slot {
             Some(i) if value.is_finite() => {
+                let series = SeriesKey::new(&h.cluster, &h.name, &h.slots[i].meta.name);
+                updates.push(Update { series, kind: ds_kind(h.slots[i].meta.kind), time_ms: batch.time_ms, value });
                 let s = &mut h.slots[i];
                 // A replayed older batch must not overwrite a newer value.
                 if batch.time_ms >= s.time_ms {
@@ -388,4 +476,5 @@ fn apply(batch: &Batch, host: &Arc<Mutex<Host>>, ids: &mut Vec<Option<usize>>, p
     }
     ctx.stats.samples_accepted.fetch_add(accepted, Ordering::Relaxed);
     ctx.stats.batches_accepted.fetch_add(1, Ordering::Relaxed);
+    Some((updates, undo))
 }

@@ -13,12 +13,14 @@
 //! - `api`: `/api/v1/...`.
 //! - `server`: binds listeners, starts and stops the tasks.
 //! - `engine`: the checks engine (definitions, scheduling, plugins, state database).
+//! - `durable`: one thread waiting for the storage journal on behalf of every connection.
 //! - `demo`: collector + dashboard + an agent for this host in one process.
 //! - `loadgen`: simulated agents for `scripts/bench-ingest`.
 
 mod api;
 mod config;
 mod demo;
+mod durable;
 mod engine;
 mod ingest;
 mod loadgen;

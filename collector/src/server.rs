@@ -12,9 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiContext};
 use crate::config::Config;
+use crate::durable::DurableHandle;
 use crate::ingest::{self, IngestContext};
 use crate::state::State;
 use crate::stats::Stats;
+use ganglion_store::engine::{SeriesKey, Store};
 
 /// Accept backlog of the listeners. The agent protocol has the server speak first, so
 /// a connection the kernel completes but cannot queue leaves its agent waiting for a
@@ -29,12 +31,32 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Takes an exclusive lock on `data_dir/LOCK` for the life of the process: two
+/// collectors writing one journal and one state database would corrupt both.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        anyhow::anyhow!("{} is in use by another collector (lock {} is held)", dir.display(), path.display())
+    })?;
+    Ok(file)
+}
+
 /// A running collector.
 pub struct Running {
     pub ingest_addr: SocketAddr,
     pub web_addr: SocketAddr,
     pub stats: Arc<Stats>,
     tasks: Vec<JoinHandle<()>>,
+    store: Arc<Store>,
+    /// Held until the process ends.
+    _lock: std::fs::File,
 }
 
 /// Binds both listeners and starts serving.
@@ -49,6 +71,18 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     let ingest_addr = ingest_listener.local_addr()?;
     let web_addr = web_listener.local_addr()?;
 
+    let lock = lock_data_dir(&config.data_dir)?;
+    let store_dir = config.data_dir.join("store");
+    let store_cfg = config.storage.clone();
+    let dir = store_dir.clone();
+    // Opening replays the journal, which may take a while after a crash: off the runtime.
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_cfg))
+        .await
+        .context("opening the storage")?
+        .with_context(|| format!("opening the storage in {}", store_dir.display()))?;
+    let store = Arc::new(store);
+    let durable = DurableHandle::start(store.clone());
+
     let state = Arc::new(State::new(config.clusters.clone()));
     let stats = Arc::new(Stats::default());
     let ingest_ctx = Arc::new(IngestContext {
@@ -58,6 +92,8 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         max_connections: config.max_connections,
         max_clock_skew: config.max_clock_skew,
         max_sample_age: config.max_sample_age,
+        store: store.clone(),
+        durable,
     });
     let (engine, engine_task) = crate::engine::start(config.engine.clone(), state.clone(), shutdown.clone())
         .with_context(|| format!("starting the checks engine ({})", config.engine.state_db.display()))?;
@@ -66,6 +102,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         stats: stats.clone(),
         started: Instant::now(),
         engine: engine.clone(),
+        store: store.clone(),
     });
 
     let mut tasks = vec![engine_task];
@@ -91,17 +128,39 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     }));
 
     let token = shutdown.clone();
+    let grace = config.expire_grace;
+    let sweep_store = store.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Hosts forgotten by `host_expire`, whose series go after the grace period.
+        let mut expired: Vec<(Instant, (String, String), Vec<String>)> = Vec::new();
         loop {
             tokio::select! {
-                _ = tick.tick() => state.sweep(Instant::now()),
+                _ = tick.tick() => {}
                 () = token.cancelled() => return,
+            }
+            let now = Instant::now();
+            expired.extend(state.sweep(now).into_iter().map(|(k, m)| (now + grace, k, m)));
+            let (due, wait): (Vec<_>, Vec<_>) = expired.drain(..).partition(|(at, _, _)| *at <= now);
+            expired = wait;
+            for (_, (cluster, host), metrics) in due {
+                if state.has_host(&cluster, &host) {
+                    continue;
+                }
+                let store = sweep_store.clone();
+                tokio::task::spawn_blocking(move || {
+                    for m in &metrics {
+                        if let Err(e) = store.remove_series(&SeriesKey::new(&cluster, &host, m)) {
+                            tracing::warn!(%cluster, %host, metric = %m, error = %e, "Could not remove an expired series.");
+                        }
+                    }
+                    tracing::info!(%cluster, %host, series = metrics.len(), "Removed the series of an expired host.");
+                });
             }
         }
     }));
     tracing::info!(ingest = %ingest_addr, web = %web_addr, clusters = config.clusters.len(), data_dir = %config.data_dir.display(), "Collector started.");
-    Ok(Running { ingest_addr, web_addr, stats, tasks })
+    Ok(Running { ingest_addr, web_addr, stats, tasks, store, _lock: lock })
 }
 
 impl Running {
@@ -110,6 +169,15 @@ impl Running {
     pub async fn stopped(self) {
         for t in self.tasks {
             let _ = t.await;
+        }
+        // Last: every connection is closed, so nothing appends any more.
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(())) => tracing::info!("Storage flushed."),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "Could not flush every series; the journal keeps them for the next start.")
+            }
+            Err(e) => tracing::error!(error = %e, "Storage flush panicked."),
         }
         let s = self.stats.snapshot();
         tracing::info!(

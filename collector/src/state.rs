@@ -163,8 +163,9 @@ impl State {
         now.duration_since(h.last_seen) < timeout_of(c, h.interval_secs)
     }
 
-    /// Logs up/down transitions and forgets hosts silent past their `host_expire`.
-    pub fn sweep(&self, now: Instant) {
+    /// Logs up/down transitions and forgets hosts silent past their `host_expire`;
+    /// returns the forgotten hosts with their metric names, so their series can go too.
+    pub fn sweep(&self, now: Instant) -> Vec<(HostKey, Vec<String>)> {
         let mut expired = Vec::new();
         for h in self.all() {
             let mut h = lock(&h);
@@ -180,17 +181,24 @@ impl State {
             let expire = self.clusters.get(&h.cluster).and_then(|c| c.host_expire);
             if let Some(expire) = expire {
                 if h.connections == 0 && now.duration_since(h.last_seen) >= expire {
-                    expired.push((h.cluster.clone(), h.name.clone()));
+                    let metrics = h.slots.iter().map(|s| s.meta.name.clone()).collect();
+                    expired.push(((h.cluster.clone(), h.name.clone()), metrics));
                 }
             }
         }
         if !expired.is_empty() {
             let mut hosts = self.hosts.write().unwrap_or_else(|e| e.into_inner());
-            for key in expired {
+            for (key, _) in &expired {
                 tracing::info!(cluster = %key.0, host = %key.1, "Host expired and forgotten.");
-                hosts.remove(&key);
+                hosts.remove(key);
             }
         }
+        expired
+    }
+
+    /// Whether a host is known (it may have come back after it expired).
+    pub fn has_host(&self, cluster: &str, name: &str) -> bool {
+        self.hosts.read().unwrap_or_else(|e| e.into_inner()).contains_key(&(cluster.to_owned(), name.to_owned()))
     }
 
     /// Calls `f` with every host and whether it is up, one host locked at a time, so

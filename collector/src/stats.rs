@@ -84,6 +84,9 @@ pub struct Stats {
     pub batches_duplicate: AtomicU64,
     /// Batches discarded because their samples were too old or in the future.
     pub batches_dropped: AtomicU64,
+    /// Batches not acknowledged because storage refused them (disk full or failing);
+    /// their agents send them again after reconnecting.
+    pub batches_deferred: AtomicU64,
     rejected: [AtomicU64; REASONS.len()],
 }
 
@@ -98,6 +101,7 @@ pub struct StatsSnapshot {
     pub samples_accepted: u64,
     pub batches_duplicate: u64,
     pub batches_dropped: u64,
+    pub batches_deferred: u64,
     pub rejected_total: u64,
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -123,6 +127,7 @@ impl Stats {
             samples_accepted: get(&self.samples_accepted),
             batches_duplicate: get(&self.batches_duplicate),
             batches_dropped: get(&self.batches_dropped),
+            batches_deferred: get(&self.batches_deferred),
             rejected_total: rejected.values().sum(),
             rejected,
         }

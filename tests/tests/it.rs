@@ -8,4 +8,5 @@ mod it {
     pub mod ingest;
     pub mod lean;
     pub mod reliability;
+    pub mod storage;
 }
