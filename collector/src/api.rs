@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::engine::{EngineHandle, PassiveResult};
+use crate::engine::EngineHandle;
 use crate::state::State;
 use crate::stats::Stats;
 
@@ -41,11 +41,6 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .route("/api/v1/clusters/:cluster/hosts", get(cluster_hosts))
         .route("/api/v1/hosts/:host", get(host))
         .route("/api/v1/series", get(series))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/status/problems", get(problems))
-        .route("/api/v1/history", get(history))
-        .route("/api/v1/checks", get(checks))
-        .route("/api/v1/results", axum::routing::post(results))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(ctx)
 }
@@ -57,7 +52,8 @@ async fn health(AxState(ctx): AxState<Arc<ApiContext>>) -> impl IntoResponse {
         "uptime_secs": ctx.started.elapsed().as_secs_f64(),
         "hosts": ctx.state.host_count(),
         "counters": ctx.stats.snapshot(),
-        "checks": checks_counters(ctx.engine.stats()),
+        "checks": crate::engine::api::health(&ctx.engine),
+        "nsca": crate::engine::api::nsca_health(&ctx.engine),
         "storage": storage_counters(&ctx.store),
     }))
 }
@@ -167,151 +163,9 @@ async fn series(
     })))
 }
 
-fn checks_counters(s: &crate::engine::EngineStats) -> serde_json::Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    json!({
-        "received": s.received.load(Relaxed),
-        "rejected": s.rejected.load(Relaxed),
-        "written": s.written.load(Relaxed),
-        "dropped": s.dropped.load(Relaxed),
-        "plugins_run": s.plugins_run.load(Relaxed),
-        "plugins_timed_out": s.plugins_timed_out.load(Relaxed),
-        "db_errors": s.db_errors.load(Relaxed),
-    })
-}
-
-#[derive(Deserialize)]
-struct StatusQuery {
-    host: Option<String>,
-    cluster: Option<String>,
-}
-
-async fn status(AxState(ctx): AxState<Arc<ApiContext>>, Query(q): Query<StatusQuery>) -> impl IntoResponse {
-    let mut all = ctx.engine.status();
-    all.retain(|c| q.host.as_ref().is_none_or(|h| *h == c.host) && q.cluster.as_ref().is_none_or(|x| *x == c.cluster));
-    Json(all)
-}
-
-/// Non-OK checks, unhandled first: host problems, then services of hosts that are UP
-/// (a DOWN host's services are its own problem, listed after), most severe first,
-/// longest-standing first.
-async fn problems(AxState(ctx): AxState<Arc<ApiContext>>) -> impl IntoResponse {
-    let mut all: Vec<_> = ctx.engine.status().into_iter().filter(|c| c.problem && !c.pending).collect();
-    let rank = |s: &str| match s {
-        "DOWN" | "UNREACHABLE" | "CRITICAL" => 0,
-        "WARNING" => 1,
-        "UNKNOWN" => 2,
-        _ => 3,
-    };
-    all.sort_by_key(|c| {
-        (!c.service.is_empty(), !c.host_up && !c.service.is_empty(), rank(&c.state), c.last_state_change.unwrap_or(0))
-    });
-    Json(all)
-}
-
-#[derive(Deserialize)]
-struct HistoryQuery {
-    host: Option<String>,
-    service: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn history(
-    AxState(ctx): AxState<Arc<ApiContext>>,
-    Query(q): Query<HistoryQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let engine = ctx.engine.clone();
-    let rows = tokio::task::spawn_blocking(move || {
-        engine.history(q.host.as_deref(), q.service.as_deref(), q.limit.unwrap_or(500).min(10_000))
-    })
-    .await
-    .map_err(|e| internal(&e))?
-    .map_err(|e| internal(&e))?;
-    Ok(Json(rows))
-}
-
 fn internal(e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "API request failed.");
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the collector log".into())
-}
-
-#[derive(Deserialize)]
-struct ChecksQuery {
-    host: String,
-    cluster: Option<String>,
-}
-
-/// The effective checks of a host and where each setting came from.
-async fn checks(
-    AxState(ctx): AxState<Arc<ApiContext>>,
-    Query(q): Query<ChecksQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let cluster = match q.cluster {
-        Some(c) => c,
-        None => ctx.state.host_view(&q.host, None, Instant::now()).map(|h| h.summary.cluster).ok_or_else(|| {
-            ApiError(StatusCode::NOT_FOUND, format!("no host {}", ganglion_proto::name::escaped(&q.host)))
-        })?,
-    };
-    let list: Vec<_> = ctx
-        .engine
-        .effective(&cluster, &q.host)
-        .into_iter()
-        .map(|e| {
-            json!({
-                "service": e.name,
-                "kind": format!("{:?}", e.kind),
-                "max_check_attempts": e.settings.max_check_attempts,
-                "check_interval_secs": e.settings.check_interval_secs,
-                "retry_interval_secs": e.settings.retry_interval_secs,
-                "origin": e.origin,
-            })
-        })
-        .collect();
-    Ok(Json(list))
-}
-
-/// A passive result as JSON; `status` is the plugin return code.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResultBody {
-    host: String,
-    #[serde(default)]
-    service: String,
-    status: i64,
-    output: String,
-}
-
-/// `POST /api/v1/results`: one result object or a list of them.
-async fn results(
-    AxState(ctx): AxState<Arc<ApiContext>>,
-    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let Json(value) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let items: Vec<ResultBody> = match value {
-        serde_json::Value::Array(_) => serde_json::from_value(value),
-        v => serde_json::from_value(v).map(|one| vec![one]),
-    }
-    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad result: {e}")))?;
-    let mut outcome = Vec::with_capacity(items.len());
-    for r in items {
-        let res = ctx
-            .engine
-            .submit(PassiveResult {
-                host: r.host,
-                service: r.service,
-                code: r.status,
-                output: r.output,
-                time: crate::state::now_ms() / 1000,
-            })
-            .await;
-        outcome.push(match res {
-            Ok(()) => json!({"accepted": true}),
-            Err(e) => json!({"accepted": false, "error": e}),
-        });
-    }
-    let status =
-        if outcome.iter().all(|o| o["accepted"] == true) { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    Ok((status, Json(outcome)))
 }
 
 async fn clusters(AxState(ctx): AxState<Arc<ApiContext>>) -> impl IntoResponse {

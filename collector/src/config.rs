@@ -40,6 +40,61 @@ pub struct RawConfig {
     /// Service checks, attached to clusters and host-name patterns.
     #[serde(default, rename = "service")]
     pub services: Vec<crate::engine::defs::RawService>,
+    #[serde(default)]
+    pub nsca: RawNsca,
+    #[serde(default)]
+    pub api: RawApi,
+}
+
+/// The NSCA listener for passive results from `send_nsca` (off unless `listen` is set).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNsca {
+    /// Address to accept `send_nsca` on, e.g. `127.0.0.1:5667`. No listener when absent.
+    pub listen: Option<Spanned<String>>,
+    /// NSCA encryption method number (`decryption_method` of nsca.cfg; the client's
+    /// `encryption_method`). Default 1 (XOR), as Debian's stock configurations.
+    #[serde(default = "default_nsca_method")]
+    pub method: u8,
+    /// The shared password. Either this or `password_file`; neither means none.
+    pub password: Option<String>,
+    /// File whose first line (without its line end) is the password.
+    pub password_file: Option<PathBuf>,
+    /// Packets are refused once their connection is older than this; 0 accepts any
+    /// age, as NSCA 2.10 does. Default 30.
+    #[serde(default = "default_max_packet_age")]
+    pub max_packet_age_secs: u32,
+    /// Connections served at once. Default 1024.
+    #[serde(default = "default_nsca_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for RawNsca {
+    fn default() -> Self {
+        toml::from_str("").expect("every [nsca] key has a default")
+    }
+}
+fn default_nsca_method() -> u8 {
+    1
+}
+fn default_max_packet_age() -> u32 {
+    ganglion_checks::nsca::DEFAULT_MAX_PACKET_AGE_SECS
+}
+fn default_nsca_connections() -> usize {
+    1024
+}
+
+/// The HTTP API's write access.
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// Token that write requests (results, acks, downtime, comments, commands) send as
+    /// `Authorization: Bearer <token>`; at least 16 characters. Without one, writes are
+    /// refused.
+    pub admin_token: Option<String>,
+    /// File whose first line is the admin token, so the config can be kept in version
+    /// control.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Round-robin storage of every sample (files under `data_dir/store`).
@@ -132,6 +187,19 @@ pub struct RawChecks {
     /// Seconds between checks of a SOFT problem. Default 15.
     #[serde(default = "default_retry_interval")]
     pub retry_interval_secs: u64,
+    /// Nagios flap detection on checks that do not say otherwise. Default true.
+    #[serde(default = "yes")]
+    pub flap_detection: bool,
+    /// Flapping stops at or below this percent state change. Default 20.
+    #[serde(default = "default_low_flap")]
+    pub low_flap_threshold: f64,
+    /// Flapping starts at or above this percent state change. Default 30.
+    #[serde(default = "default_high_flap")]
+    pub high_flap_threshold: f64,
+    /// Seconds between host-check results while a host's liveness does not change (a
+    /// change is applied within a second). Default 60.
+    #[serde(default = "default_check_interval")]
+    pub host_check_interval_secs: u64,
 }
 
 impl Default for RawChecks {
@@ -165,6 +233,12 @@ fn default_check_interval() -> u64 {
 }
 fn default_retry_interval() -> u64 {
     15
+}
+fn default_low_flap() -> f64 {
+    20.0
+}
+fn default_high_flap() -> f64 {
+    30.0
 }
 
 /// The agent listener.
@@ -286,6 +360,10 @@ pub struct Config {
     pub clusters: BTreeMap<String, ClusterConfig>,
     pub data_dir: PathBuf,
     pub engine: crate::engine::EngineConfig,
+    /// The NSCA listener, when `[nsca] listen` is set.
+    pub nsca: Option<crate::nsca::NscaConfig>,
+    /// `[api] admin_token`: needed by write requests.
+    pub admin_token: Option<String>,
     pub storage: ganglion_store::engine::StoreConfig,
     pub expire_grace: Duration,
 }
@@ -301,6 +379,55 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+/// Checks `[nsca]`: the address, a method this collector can decode (with the reason
+/// when not), the password.
+fn nsca_config(raw: &RawNsca, text: &str, origin: &str, problems: &mut Vec<String>) -> Option<crate::nsca::NscaConfig> {
+    let method = match ganglion_checks::nsca::Method::from_code(raw.method) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            problems.push(format!("{origin}: nsca.method: {e}"));
+            None
+        }
+    };
+    let password = match (&raw.password, &raw.password_file) {
+        (Some(p), None) => p.as_bytes().to_vec(),
+        (None, Some(f)) => match std::fs::read(f) {
+            // Only the line end goes: trailing spaces belong to an NSCA password.
+            Ok(bytes) => {
+                let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+                line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+            }
+            Err(e) => {
+                problems.push(format!("{origin}: nsca.password_file {}: {e}", f.display()));
+                Vec::new()
+            }
+        },
+        (None, None) => Vec::new(),
+        (Some(_), Some(_)) => {
+            problems.push(format!("{origin}: nsca: give at most one of password and password_file"));
+            Vec::new()
+        }
+    };
+    let listen = raw.listen.as_ref()?;
+    let Ok(addr) = listen.get_ref().parse::<SocketAddr>() else {
+        let (l, c) = position(text, listen.span().start);
+        problems.push(format!(
+            "{origin}:{l}:{c}: nsca.listen: {} is not an IP:port address",
+            name::escaped(listen.get_ref())
+        ));
+        return None;
+    };
+    Some(crate::nsca::NscaConfig {
+        listen: addr,
+        codec: ganglion_checks::nsca::Config {
+            method: method?,
+            password,
+            max_packet_age_secs: raw.max_packet_age_secs,
+        },
+        max_connections: raw.max_connections.max(1),
+    })
 }
 
 impl Config {
@@ -447,6 +574,12 @@ impl Config {
                 name::escaped(&raw.checks.timeout_state)
             ));
         }
+        let (low, high) = (raw.checks.low_flap_threshold, raw.checks.high_flap_threshold);
+        if !(0.0..=100.0).contains(&low) || !(0.0..=100.0).contains(&high) || low > high {
+            problems.push(format!(
+                "{origin}: checks: low_flap_threshold {low} and high_flap_threshold {high} must be percentages with low <= high"
+            ));
+        }
         let defaults = crate::engine::defs::ChecksDefaults {
             plugin_timeout: Duration::from_secs(raw.checks.plugin_timeout_secs.max(1)),
             settings: ganglion_checks::state::StateSettings {
@@ -454,7 +587,27 @@ impl Config {
                 check_interval_secs: raw.checks.check_interval_secs.max(1),
                 retry_interval_secs: raw.checks.retry_interval_secs.max(1),
             },
+            flap: raw.checks.flap_detection.then_some(ganglion_checks::flap::FlapThresholds { low, high }),
         };
+        let nsca = nsca_config(&raw.nsca, text, origin, &mut problems);
+        let admin_token = match (&raw.api.admin_token, &raw.api.admin_token_file) {
+            (None, None) => None,
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(t) => Some(t.lines().next().unwrap_or("").trim().to_owned()),
+                Err(e) => {
+                    problems.push(format!("{origin}: api.admin_token_file {}: {e}", f.display()));
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                problems.push(format!("{origin}: api: give at most one of admin_token and admin_token_file"));
+                None
+            }
+        };
+        if admin_token.as_ref().is_some_and(|t| t.chars().count() < 16) {
+            problems.push(format!("{origin}: api.admin_token must have at least 16 characters"));
+        }
         let defs =
             match crate::engine::defs::Defs::build(raw.templates, raw.services, raw.checks.default_pack, defaults) {
                 Ok(d) => Some(d),
@@ -480,7 +633,10 @@ impl Config {
                 plugin_dir: raw.checks.plugin_dir,
                 max_concurrent_plugins: raw.checks.max_concurrent_plugins.max(1),
                 timeout_state: timeout_state.expect("checked above"),
+                host_check_interval_secs: raw.checks.host_check_interval_secs.max(1),
             },
+            nsca,
+            admin_token,
             storage: ganglion_store::engine::StoreConfig {
                 step_secs: raw.storage.step_secs,
                 heartbeat_secs: raw.storage.heartbeat_secs,
@@ -595,7 +751,14 @@ host_expire_secs = 0
             check_interval_secs: Some(1),
             retry_interval_secs: Some(1),
             timeout_secs: Some(1),
+            flap_detection: Some(true),
+            low_flap_threshold: Some(1.0),
+            high_flap_threshold: Some(1.0),
         });
+        raw.nsca.listen = Some(unspanned("127.0.0.1:5667".into()));
+        raw.nsca.password = s();
+        raw.nsca.password_file = Some("f".into());
+        raw.api = RawApi { admin_token: s(), admin_token_file: Some("f".into()) };
         let value = toml::Value::try_from(&raw).unwrap();
         let mut missing = Vec::new();
         for (section, v) in value.as_table().unwrap() {

@@ -23,6 +23,9 @@ pub struct DemoArgs {
     /// Address of the dashboard and API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     web: SocketAddr,
+    /// Address of the NSCA listener for `send_nsca` (encryption_method 1, no password).
+    #[arg(long, default_value = "127.0.0.1:5667")]
+    nsca: SocketAddr,
     /// Seconds between the demo agent's collections.
     #[arg(long, default_value_t = 5)]
     interval_secs: u64,
@@ -33,7 +36,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut raw_key = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut raw_key);
     let key = hex::encode(raw_key);
-    let config = Config::demo(args.ingest, args.web, &key, &args.data);
+    let mut config = Config::demo(args.ingest, args.web, &key, &args.data);
+    // Checks: NSCA as a stock send_nsca configuration speaks it, and an admin token for
+    // acks and downtime from this run's output.
+    config.nsca = Some(crate::nsca::NscaConfig {
+        listen: args.nsca,
+        codec: ganglion_checks::nsca::Config {
+            method: ganglion_checks::nsca::Method::Xor,
+            password: Vec::new(),
+            max_packet_age_secs: ganglion_checks::nsca::DEFAULT_MAX_PACKET_AGE_SECS,
+        },
+        max_connections: 1024,
+    });
+    let mut raw_token = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut raw_token);
+    let admin_token = hex::encode(raw_token);
+    config.admin_token = Some(admin_token.clone());
     let shutdown = CancellationToken::new();
     let running = crate::server::start(&config, shutdown.clone()).await?;
 
@@ -55,6 +73,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  this host:  http://{}/api/v1/hosts/{host}", running.web_addr);
     println!("  agents:     {} (cluster \"demo\", key {key})", running.ingest_addr);
     println!("  data:       {}", args.data.display());
+    if let Some(nsca) = running.nsca_addr {
+        println!("  NSCA:       {nsca} (send_nsca with encryption_method=1, no password)");
+    }
+    println!("  admin:      token {admin_token} (ganglion ack|downtime --api http://{} --token ...)", running.web_addr);
     crate::wait_for_signal().await?;
     tracing::info!("Stopping.");
     shutdown.cancel();

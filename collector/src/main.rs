@@ -13,17 +13,21 @@
 //! - `api`: `/api/v1/...`.
 //! - `server`: binds listeners, starts and stops the tasks.
 //! - `engine`: the checks engine (definitions, scheduling, plugins, state database).
+//! - `cli_checks`: `ganglion status`, `ack`, `downtime`, `checks list` over the API.
 //! - `durable`: one thread waiting for the storage journal on behalf of every connection.
 //! - `demo`: collector + dashboard + an agent for this host in one process.
 //! - `loadgen`: simulated agents for `scripts/bench-ingest`.
+//! - `nsca`: the NSCA listener for passive results from `send_nsca`.
 
 mod api;
+mod cli_checks;
 mod config;
 mod demo;
 mod durable;
 mod engine;
 mod ingest;
 mod loadgen;
+mod nsca;
 mod server;
 mod state;
 mod stats;
@@ -63,6 +67,20 @@ enum Command {
         #[command(subcommand)]
         cmd: ganglion_store::cli::RrdCommand,
     },
+    /// Check states of a running collector: every check, or the problems, unhandled first.
+    Status(cli_checks::StatusArgs),
+    /// Acknowledge a problem of a host or service (or remove an acknowledgement).
+    Ack(cli_checks::AckArgs),
+    /// Schedule downtime for a host or service (one-off or recurring), list or delete it.
+    Downtime(cli_checks::DowntimeArgs),
+    /// Check definitions: `ganglion checks list --host H` shows a host's effective checks.
+    Checks {
+        #[command(subcommand)]
+        cmd: cli_checks::ChecksCommand,
+    },
+    /// One evaluation round of many metric checks in-process (for scripts/bench-checks).
+    #[command(hide = true)]
+    BenchChecks(engine::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +129,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => runtime()?.block_on(demo::run(args)).map(|()| ExitCode::SUCCESS),
         Command::Rrd { cmd } => ganglion_store::cli::run(cmd),
+        Command::Status(args) => cli_checks::status(args),
+        Command::Ack(args) => cli_checks::ack(args),
+        Command::Downtime(args) => cli_checks::downtime(args),
+        Command::Checks { cmd } => cli_checks::checks(cmd),
+        Command::BenchChecks(args) => engine::bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Loadgen(args) => {
             // One thread, so the collector under test keeps the other core.
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

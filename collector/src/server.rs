@@ -52,6 +52,8 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 pub struct Running {
     pub ingest_addr: SocketAddr,
     pub web_addr: SocketAddr,
+    /// The NSCA listener's address, when `[nsca] listen` is set.
+    pub nsca_addr: Option<SocketAddr>,
     pub stats: Arc<Stats>,
     tasks: Vec<JoinHandle<()>>,
     store: Arc<Store>,
@@ -70,6 +72,11 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         bind(config.web_listen).with_context(|| format!("binding the web listener on {}", config.web_listen))?;
     let ingest_addr = ingest_listener.local_addr()?;
     let web_addr = web_listener.local_addr()?;
+    let nsca_listener = match &config.nsca {
+        Some(n) => Some(bind(n.listen).with_context(|| format!("binding the NSCA listener on {}", n.listen))?),
+        None => None,
+    };
+    let nsca_addr = nsca_listener.as_ref().map(TcpListener::local_addr).transpose()?;
 
     let lock = lock_data_dir(&config.data_dir)?;
     let store_dir = config.data_dir.join("store");
@@ -113,11 +120,28 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         }
     }));
 
-    let app =
-        ganglion_web::router().merge(api::router(api_ctx)).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+    // Checks: the engine's routes, and the NSCA listener when configured.
+    let checks_api = Arc::new(crate::engine::api::ChecksApi {
+        engine: engine.clone(),
+        state: state.clone(),
+        admin_token: config.admin_token.clone(),
+    });
+    if let (Some(listener), Some(nsca)) = (nsca_listener, &config.nsca) {
+        let ctx = Arc::new(crate::nsca::NscaContext { engine: engine.clone(), config: nsca.clone() });
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::nsca::serve(listener, ctx, token).await {
+                tracing::error!(error = %e, "NSCA listener failed.");
+            }
+        }));
+    }
+
+    let app = ganglion_web::router().merge(api::router(api_ctx)).merge(crate::engine::api::router(checks_api)).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
-        ));
+        ),
+    );
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let served =
@@ -160,7 +184,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         }
     }));
     tracing::info!(ingest = %ingest_addr, web = %web_addr, clusters = config.clusters.len(), data_dir = %config.data_dir.display(), "Collector started.");
-    Ok(Running { ingest_addr, web_addr, stats, tasks, store, _lock: lock })
+    Ok(Running { ingest_addr, web_addr, nsca_addr, stats, tasks, store, _lock: lock })
 }
 
 impl Running {

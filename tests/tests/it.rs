@@ -7,6 +7,7 @@ mod it {
     pub mod checks;
     pub mod ingest;
     pub mod lean;
+    pub mod nsca;
     pub mod reliability;
     pub mod storage;
 }

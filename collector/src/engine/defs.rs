@@ -8,8 +8,10 @@
 //! setting remembers where it came from, for `ganglion checks list --host H`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ganglion_checks::flap::FlapThresholds;
 use ganglion_checks::range::Thresholds;
 use ganglion_checks::state::{ServiceState, StateSettings};
 use regex::Regex;
@@ -60,6 +62,12 @@ pub struct RawService {
     pub retry_interval_secs: Option<u64>,
     /// Plugin timeout; default `[checks] plugin_timeout_secs`.
     pub timeout_secs: Option<u64>,
+    /// Flap detection for this check; default `[checks] flap_detection`.
+    pub flap_detection: Option<bool>,
+    /// Flapping stops at or below this percent state change; default `[checks] low_flap_threshold`.
+    pub low_flap_threshold: Option<f64>,
+    /// Flapping starts at or above this percent state change; default `[checks] high_flap_threshold`.
+    pub high_flap_threshold: Option<f64>,
 }
 
 /// What a check looks at.
@@ -89,6 +97,8 @@ pub struct Effective {
     pub name: String,
     pub kind: Kind,
     pub settings: StateSettings,
+    /// Flap-detection thresholds; `None` when flap detection is off for this check.
+    pub flap: Option<FlapThresholds>,
     /// Setting name → the definition that set it (`service web-disk (config)`,
     /// `template generic-service`, `built-in default`).
     pub origin: BTreeMap<&'static str, String>,
@@ -100,6 +110,11 @@ struct Def {
     raw: RawService,
     hosts: Option<Regex>,
     origin: String,
+    /// The definition resolved through its templates, once at build time: resolution does
+    /// not depend on the host, so every host matching it shares this one value (300,000
+    /// checks would otherwise hold 300,000 copies of the same settings and origins).
+    /// `None` for a disabled definition.
+    resolved: Option<Arc<Effective>>,
 }
 
 /// All definitions, checked once at configuration time.
@@ -115,6 +130,8 @@ pub struct Defs {
 pub struct ChecksDefaults {
     pub plugin_timeout: Duration,
     pub settings: StateSettings,
+    /// Flap thresholds of checks that do not set their own; `None`: flap detection off.
+    pub flap: Option<FlapThresholds>,
 }
 
 impl Default for ChecksDefaults {
@@ -124,6 +141,7 @@ impl Default for ChecksDefaults {
             // Ganglia users expect checks at the pace of the data: a minute, retries
             // every 15 s (one agent interval), three attempts.
             settings: StateSettings { max_check_attempts: 3, check_interval_secs: 60, retry_interval_secs: 15 },
+            flap: Some(FlapThresholds::default()),
         }
     }
 }
@@ -213,10 +231,11 @@ impl Defs {
             }
         }
         // Resolve every definition once, so a broken chain or setting is reported now,
-        // not when the first host appears.
-        for d in &defs.services {
-            if let Err(e) = defs.resolve(d) {
-                problems.push(e);
+        // not when the first host appears, and hosts share the result.
+        for i in 0..defs.services.len() {
+            match defs.resolve(&defs.services[i]) {
+                Ok(r) => defs.services[i].resolved = r.map(Arc::new),
+                Err(e) => problems.push(e),
             }
         }
         if problems.is_empty() {
@@ -226,15 +245,20 @@ impl Defs {
         }
     }
 
-    /// The checks of a host.
-    pub fn for_host(&self, cluster: &str, host: &str) -> Vec<Effective> {
+    /// The collector-wide defaults (`[checks]`).
+    pub fn defaults(&self) -> &ChecksDefaults {
+        &self.defaults
+    }
+
+    /// The checks of a host, sorted by name.
+    pub fn for_host(&self, cluster: &str, host: &str) -> Vec<Arc<Effective>> {
         let mut by_name: BTreeMap<&str, &Def> = BTreeMap::new();
         for d in &self.services {
             if self.matches(d, cluster, host) {
                 by_name.insert(&d.raw.name, d);
             }
         }
-        by_name.into_values().filter_map(|d| self.resolve(d).ok().flatten()).collect()
+        by_name.into_values().filter_map(|d| d.resolved.clone()).collect()
     }
 
     fn matches(&self, d: &Def, cluster: &str, host: &str) -> bool {
@@ -295,6 +319,20 @@ impl Defs {
             check_interval_secs: pick!(check_interval_secs).unwrap_or(d_settings.check_interval_secs).max(1),
             retry_interval_secs: pick!(retry_interval_secs).unwrap_or(d_settings.retry_interval_secs).max(1),
         };
+        let flap = match pick!(flap_detection).unwrap_or(self.defaults.flap.is_some()) {
+            false => None,
+            true => {
+                let base = self.defaults.flap.unwrap_or_default();
+                let low = pick!(low_flap_threshold).unwrap_or(base.low);
+                let high = pick!(high_flap_threshold).unwrap_or(base.high);
+                if !(0.0..=100.0).contains(&low) || !(0.0..=100.0).contains(&high) || low > high {
+                    return Err(fail(format!(
+                        "flap thresholds: low {low} and high {high} must be percentages with low <= high"
+                    )));
+                }
+                Some(FlapThresholds { low, high })
+            }
+        };
         let kind = if let Some(metric) = metric {
             let warning = pick!(warning);
             let critical = pick!(critical);
@@ -323,7 +361,7 @@ impl Defs {
                 stale_state: parse_state(&stale).ok_or_else(|| fail(format!("stale_state: {stale} is not a state")))?,
             }
         };
-        Ok(Some(Effective { name: d.raw.name.clone(), kind, settings, origin }))
+        Ok(Some(Effective { name: d.raw.name.clone(), kind, settings, flap, origin }))
     }
 }
 
@@ -335,7 +373,7 @@ fn compile(raw: RawService, origin: String) -> Result<Def, String> {
         Some(p) => Some(Regex::new(p).map_err(|e| format!("{origin}: hosts: {e}"))?),
         None => None,
     };
-    Ok(Def { raw, hosts, origin })
+    Ok(Def { raw, hosts, origin, resolved: None })
 }
 
 #[cfg(test)]

@@ -1,47 +1,82 @@
 //! The checks engine: schedules and runs every host's checks, applies results through
-//! the Nagios state machine of `ganglion-checks`, and keeps the states in SQLite.
+//! the Nagios state machine of `ganglion-checks`, applies acknowledgements, downtime and
+//! flap detection, keeps all of it in SQLite, and announces what happened as
+//! [`CheckEvent`]s.
 //!
 //! It owns the timer (one tick per second), the plugin processes (through
-//! [`plugin::PluginRunner`]), the table of check instances and the state database. It
-//! reads metric values from the collector's in-memory latest values, never from files,
-//! so a metric check is as current as the last batch. The check logic itself — ranges,
-//! soft/hard, freshness — lives in `ganglion-checks`.
+//! [`plugin::PluginRunner`]), the table of check instances ([`table::Table`]) and the
+//! state database ([`db`]). It reads metric values from the collector's in-memory
+//! latest values, never from files, so a metric check is as current as the last batch.
+//! The check logic itself — ranges, soft/hard, freshness, flapping, ack and downtime
+//! rules — lives in `ganglion-checks`.
 //!
 //! Layout:
 //! - `defs`: templates, services, the default pack; effective checks per host.
+//! - `table`: hosts, check instances, acks, downtimes, comments; ticks and results.
 //! - `plugin`: running active plugins with a deadline and a concurrency cap.
-//! - `db`: the SQLite state file (statuses, state history).
+//! - `db`: the SQLite state file and the thread that writes it.
+//! - `api`: the HTTP routes of checks (status, problems, history, acks, downtime,
+//!   comments, passive results, external commands), write routes behind the admin token.
+//! - `bench`: the in-process round benchmark behind `ganglion bench-checks`.
 //!
-//! Threads: the engine task runs on the tokio runtime and never blocks on I/O; plugin
-//! runs are tasks that report back over a bounded channel; SQLite writes happen on one
-//! blocking thread per tick, batched in a transaction.
+//! # Tasks, threads and bounds
+//! - The **engine task** (tokio) owns the loop: each second it runs [`table::Table::tick`]
+//!   on a blocking thread (a round over 300,000 checks is CPU work that must not stall a
+//!   runtime worker), starts due plugins, and hands changed rows to the writer; between
+//!   ticks it applies incoming results and commands. Everything reaches it through one
+//!   bounded channel of [`RESULT_QUEUE`] messages; NSCA connections and plugin tasks
+//!   wait when it is full, which slows their peers down instead of growing memory.
+//! - **Plugin tasks**: one per running plugin, at most `max_concurrent_plugins` at once.
+//! - The **state writer thread** (`check-states`, [`db::Writer`]) owns the SQLite
+//!   connection; a tick collects rows only while fewer than two batches are queued, so a
+//!   slow disk delays writes, not checks. Operator commands (acks, downtimes, comments)
+//!   are answered only after their batch is committed.
+//! - The table is one `std::sync::Mutex`, held by a tick (milliseconds to a few hundred
+//!   for 300,000 checks), by each result batch, and by API reads; never across `.await`.
+//!
+//! # Events
+//! [`EngineHandle::subscribe`] gives a `tokio::sync::broadcast::Receiver<CheckEvent>` of
+//! every state change and every notification-relevant result, with
+//! [`CheckEventKind::State::notify`] as the state machine says (PROBLEM, reminder,
+//! RECOVERY) and `suppressed` saying why it must not be sent now: acknowledged (problems
+//! and reminders only; a recovery is always sent), in downtime (the object's or its
+//! host's), or flapping. A service problem while its host is down is already
+//! `notify: none` (the host alert covers it). Acknowledgements placed and removed,
+//! flapping start/stop and downtime start/end/cancel are events too; a downtime event's
+//! `notify` is Nagios' depth rule. The channel holds [`EVENT_QUEUE`] events; a receiver
+//! that falls further behind gets `Lagged` and loses the oldest, never slowing checks.
+//! The alerting layer consumes it.
 
+pub mod api;
+pub mod bench;
 pub mod db;
 pub mod defs;
 pub mod plugin;
+pub mod table;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ganglion_checks::plugin::PluginOutput;
-use ganglion_checks::state::{
-    self as cstate, Freshness, HostState, HostStatus, ResultContext, ServiceState, ServiceStatus, StateSettings,
-};
-use serde::Serialize;
-use tokio::sync::mpsc;
+use ganglion_checks::ack::AckKind;
+use ganglion_checks::downtime::{self, DowntimeId, DowntimeSpec};
+use ganglion_checks::state::{CheckState, Notify, ServiceState, StateType};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use self::db::{Db, HistoryRow, SavedCheck};
-use self::defs::{Defs, Effective, Kind};
+use self::db::{Db, HistoryRow, Writer};
+use self::defs::{Defs, Effective};
 use self::plugin::PluginRunner;
-use crate::state::{now_ms, Host, State};
+use self::table::{ActiveJob, DowntimeView, Obj, Table};
+use crate::state::{now_ms, State};
 
-/// Results waiting to be applied; plugin tasks wait when it is full.
-const RESULT_QUEUE: usize = 1024;
+/// Messages waiting for the engine task; senders wait when it is full.
+pub const RESULT_QUEUE: usize = 1024;
+
+/// Events a slow subscriber may fall behind by before it loses the oldest.
+pub const EVENT_QUEUE: usize = 16_384;
 
 /// Identity of a check: cluster, host, service.
 pub type CheckKey = (String, String, String);
@@ -49,7 +84,7 @@ pub type CheckKey = (String, String, String);
 /// Counters shown under `checks` in `/api/v1/health`.
 #[derive(Debug, Default)]
 pub struct EngineStats {
-    /// Results applied (metric, active, passive, stale).
+    /// Results applied (metric, active, passive, stale, host).
     pub received: AtomicU64,
     /// Passive results refused (unknown host or service, bad state code).
     pub rejected: AtomicU64,
@@ -60,63 +95,178 @@ pub struct EngineStats {
     pub plugins_run: AtomicU64,
     pub plugins_timed_out: AtomicU64,
     pub db_errors: AtomicU64,
+    /// Service checks in the table (a gauge).
+    pub checks: AtomicU64,
+    /// Ticks run, and their total and last time on a CPU, so a benchmark can tell what a
+    /// round of checks costs.
+    pub ticks: AtomicU64,
+    pub tick_cpu_us: AtomicU64,
+    pub last_tick_us: AtomicU64,
 }
 
-/// One check of one host.
-#[derive(Debug, Clone)]
-struct Instance {
-    def: Effective,
-    status: ServiceStatus,
-    output: PluginOutput,
-    next_check: i64,
-    running: bool,
-    /// Last real (not stale) result, for freshness.
-    last_result: Option<i64>,
-    last_stale: Option<i64>,
-    /// When the engine started watching this check, for freshness without any result.
-    watched_since: i64,
-    dirty: bool,
-}
-
-#[derive(Debug, Clone)]
-struct HostCheck {
-    status: HostStatus,
-    output: String,
-    next_check: i64,
-    dirty: bool,
-}
-
-/// A passive result from NSCA or HTTP.
+/// A passive result from NSCA, HTTP or an external command.
 #[derive(Debug, Clone)]
 pub struct PassiveResult {
     pub host: String,
     /// Empty for a host result.
     pub service: String,
     pub code: i64,
+    /// Plugin output as the check wrote it (newlines are newlines).
     pub output: String,
     /// Seconds since the epoch the result was produced at (checked by the receiver).
     pub time: i64,
 }
 
+/// Why a notification must not be sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suppression {
+    Acknowledged,
+    Downtime,
+    Flapping,
+}
+
+/// One thing that happened to a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckEvent {
+    pub time: i64,
+    /// Empty for downtime events, which are about a host name in every cluster.
+    pub cluster: String,
+    pub host: String,
+    /// Empty for the host check.
+    pub service: String,
+    #[serde(flatten)]
+    pub kind: CheckEventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum CheckEventKind {
+    /// A result that changed the state or is notification-relevant.
+    State {
+        state: String,
+        state_type: StateType,
+        attempt: u32,
+        previous_state: String,
+        hard_change: bool,
+        /// What the state machine says (`ganglion_checks::state::Transition::notify`).
+        notify: Notify,
+        /// Why `notify` must not be acted on now; `None`: send it.
+        suppressed: Option<Suppression>,
+        output: String,
+    },
+    Acknowledged {
+        author: String,
+        comment: String,
+        sticky: bool,
+        /// Send an ACKNOWLEDGEMENT notification.
+        notify: bool,
+    },
+    AckRemoved {
+        /// `recovered`, `state changed` or `removed`.
+        reason: String,
+    },
+    Flapping {
+        started: bool,
+        percent: f64,
+    },
+    Downtime {
+        id: DowntimeId,
+        kind: downtime::EventKind,
+        /// A depth transition of the object (DOWNTIMESTART/END are sent only then).
+        notify: bool,
+    },
+}
+
+/// Where a comment came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommentSource {
+    User,
+    Acknowledgement,
+    Downtime,
+}
+
+/// A comment on a host or service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment {
+    pub id: u64,
+    pub host: String,
+    pub service: Option<String>,
+    pub time: i64,
+    pub author: String,
+    pub text: String,
+    pub source: CommentSource,
+    /// Kept after its acknowledgement is gone (Nagios' `persistent`).
+    pub persistent: bool,
+    pub downtime_id: Option<u64>,
+}
+
+/// An operator command for the engine.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Ack {
+        cluster: Option<String>,
+        host: String,
+        service: Option<String>,
+        kind: AckKind,
+        author: String,
+        comment: String,
+        notify: bool,
+        persistent: bool,
+    },
+    RemoveAck {
+        cluster: Option<String>,
+        host: String,
+        service: Option<String>,
+    },
+    AddDowntime(DowntimeSpec),
+    RemoveDowntime(DowntimeId),
+    AddComment {
+        host: String,
+        service: Option<String>,
+        author: String,
+        text: String,
+    },
+    RemoveComment(u64),
+}
+
+/// Why a command was not carried out.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// E.g. acknowledging an OK check.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the checks engine is not running")]
+    Stopped,
+    #[error("could not store the change: {0}")]
+    Storage(String),
+}
+
+type ControlReply = oneshot::Sender<Result<serde_json::Value, ControlError>>;
+
 enum Incoming {
-    Active { key: CheckKey, run: plugin::PluginRun },
-    Passive(PassiveResult, tokio::sync::oneshot::Sender<Result<(), String>>),
+    Active { job: ActiveJob, run: plugin::PluginRun },
+    Passive(Vec<PassiveResult>, Option<oneshot::Sender<Vec<Result<(), String>>>>),
+    Control(Control, ControlReply),
 }
 
 /// Handle to a running engine: cheap to clone, used by the API and the NSCA listener.
 #[derive(Clone)]
 pub struct EngineHandle {
-    inner: Arc<Inner>,
+    table: Arc<Mutex<Table>>,
+    stats: Arc<EngineStats>,
     tx: mpsc::Sender<Incoming>,
-}
-
-struct Inner {
-    defs: Defs,
-    checks: Mutex<BTreeMap<CheckKey, Instance>>,
-    hosts: Mutex<BTreeMap<(String, String), HostCheck>>,
-    stats: EngineStats,
-    db: Mutex<Db>,
-    plugin_dir: PathBuf,
+    events: broadcast::Sender<CheckEvent>,
+    reader: Arc<Mutex<Option<rusqlite::Connection>>>,
+    state_db: PathBuf,
+    nsca: Arc<crate::nsca::NscaStats>,
 }
 
 /// Engine settings from `[checks]`.
@@ -127,413 +277,241 @@ pub struct EngineConfig {
     pub plugin_dir: PathBuf,
     pub max_concurrent_plugins: usize,
     pub timeout_state: ServiceState,
+    /// Seconds between host liveness results while liveness does not change.
+    pub host_check_interval_secs: u64,
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     now_ms() / 1000
 }
 
-fn lock_all<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The table stays consistent between statements; a panicking holder leaves nothing
+    // half-applied that matters more than losing the engine would.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts the engine task.
+/// Nanoseconds the calling thread has spent on a CPU (`/proc/thread-self/schedstat`).
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Reads the state database and starts the engine task and the writer thread.
 ///
 /// # Errors
-/// When the state database cannot be opened or created.
+/// When the state database cannot be opened, read or created.
 pub fn start(
     cfg: EngineConfig,
     state: Arc<State>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
     let db = Db::open(&cfg.state_db)?;
+    let saved = db.load()?;
+    tracing::info!(
+        services = saved.checks.len(),
+        hosts = saved.hosts.len(),
+        downtimes = saved.downtimes.len(),
+        comments = saved.comments.len(),
+        "Check states resumed."
+    );
+    let stats = Arc::new(EngineStats::default());
+    let writer = Writer::start(db, stats.clone())?;
+    let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let table = Table::new(
+        cfg.defs,
+        cfg.plugin_dir,
+        i64::try_from(cfg.host_check_interval_secs).unwrap_or(60),
+        saved,
+        events.clone(),
+        stats.clone(),
+        now_secs(),
+    );
+    let table = Arc::new(Mutex::new(table));
     let (tx, rx) = mpsc::channel(RESULT_QUEUE);
-    let inner = Arc::new(Inner {
-        defs: cfg.defs,
-        checks: Mutex::new(BTreeMap::new()),
-        hosts: Mutex::new(BTreeMap::new()),
-        stats: EngineStats::default(),
-        db: Mutex::new(db),
-        plugin_dir: cfg.plugin_dir,
-    });
-    let handle = EngineHandle { inner: inner.clone(), tx: tx.clone() };
+    let handle = EngineHandle {
+        table: table.clone(),
+        stats: stats.clone(),
+        tx: tx.clone(),
+        events,
+        reader: Arc::new(Mutex::new(None)),
+        state_db: cfg.state_db,
+        nsca: Arc::new(crate::nsca::NscaStats::default()),
+    };
     let runner = PluginRunner::new(cfg.max_concurrent_plugins);
     let timeout_state = cfg.timeout_state;
     let task = tokio::spawn(async move {
-        run(inner, state, runner, timeout_state, tx, rx, shutdown).await;
+        run(table, stats, state, runner, timeout_state, tx, rx, writer, shutdown).await;
     });
     Ok((handle, task))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
-    inner: Arc<Inner>,
+    table: Arc<Mutex<Table>>,
+    stats: Arc<EngineStats>,
     state: Arc<State>,
     runner: PluginRunner,
     timeout_state: ServiceState,
     tx: mpsc::Sender<Incoming>,
     mut rx: mpsc::Receiver<Incoming>,
+    writer: Writer,
     shutdown: CancellationToken,
 ) {
-    let saved = match lock_all(&inner.db).load() {
-        Ok(s) => {
-            tracing::info!(services = s.checks.len(), hosts = s.hosts.len(), "Check states resumed.");
-            s
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Could not read the check states; starting from PENDING.");
-            inner.stats.db_errors.fetch_add(1, Ordering::Relaxed);
-            db::Saved::default()
-        }
-    };
-    // Kept until each host reconnects and claims its checks' saved states.
-    let mut saved = saved;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let due = inner.tick(&state, &mut saved);
-                for (key, argv, timeout) in due {
+                let room = writer.has_room();
+                let (t, s) = (table.clone(), state.clone());
+                let started = Instant::now();
+                let ticked = tokio::task::spawn_blocking(move || {
+                    let cpu = thread_cpu_ns();
+                    let mut table = lock(&t);
+                    let out = table.tick(&s, now_secs(), room);
+                    let checks = table.check_count();
+                    drop(table);
+                    let cpu = cpu.zip(thread_cpu_ns()).map(|(a, b)| b.saturating_sub(a));
+                    (out, checks, cpu)
+                })
+                .await;
+                let (outcome, checks, cpu) = match ticked {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Check round panicked.");
+                        continue;
+                    }
+                };
+                let cpu_us = cpu.map_or_else(|| started.elapsed().as_micros() as u64, |ns| ns / 1000);
+                stats.ticks.fetch_add(1, Ordering::Relaxed);
+                stats.tick_cpu_us.fetch_add(cpu_us, Ordering::Relaxed);
+                stats.last_tick_us.store(cpu_us, Ordering::Relaxed);
+                stats.checks.store(checks as u64, Ordering::Relaxed);
+                for job in outcome.active {
                     let runner = runner.clone();
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        let run = runner.run(&argv, timeout, timeout_state).await;
-                        let _ = tx.send(Incoming::Active { key, run }).await;
+                        let run = runner.run(&job.argv, job.timeout, timeout_state).await;
+                        let _ = tx.send(Incoming::Active { job, run }).await;
                     });
                 }
-                inner.persist().await;
-            }
-            Some(msg) = rx.recv() => match msg {
-                Incoming::Active { key, run } => inner.apply_active(key, run),
-                Incoming::Passive(r, reply) => {
-                    let _ = reply.send(inner.apply_passive(r));
+                if let Some(batch) = outcome.batch {
+                    writer.send(batch, None);
                 }
-            },
+            }
+            Some(msg) = rx.recv() => handle_message(&table, &stats, &writer, msg),
             () = shutdown.cancelled() => {
-                inner.persist().await;
+                let batch = lock(&table).flush_all(now_secs());
+                writer.send(batch, None);
+                let _ = tokio::task::spawn_blocking(move || writer.close()).await;
                 return;
             }
         }
     }
 }
 
-/// First usable IP address of a host for `$HOSTADDRESS$`: an address the agent reported,
-/// else the address its connection came from, else its name.
-fn host_address(h: &Host) -> String {
-    h.facts
-        .addresses
-        .iter()
-        .find_map(|a| a.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()))
-        .or_else(|| h.peer.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
-        .map_or_else(|| h.name.clone(), |ip| ip.to_string())
-}
-
-fn metric_value(h: &Host, name: &str) -> Option<f64> {
-    let s = &h.slots[*h.by_name.get(name)?];
-    (s.time_ms > 0 && s.value.is_finite()).then_some(s.value)
-}
-
-fn expand(template: &str, vars: &[(&str, &str)], custom: &BTreeMap<String, String>) -> String {
-    let mut out = template.to_owned();
-    for (k, v) in vars {
-        out = out.replace(k, v);
-    }
-    for (k, v) in custom {
-        out = out.replace(&format!("$_{}$", k.to_ascii_uppercase()), v);
-    }
-    out
-}
-
-impl Inner {
-    /// One scheduling round: registers new hosts' checks, runs due metric checks and
-    /// freshness, updates host states, and returns the active checks to start.
-    fn tick(&self, state: &State, saved: &mut db::Saved) -> Vec<(CheckKey, Vec<String>, Duration)> {
-        let now = now_secs();
-        let mut checks = lock_all(&self.checks);
-        let mut hosts = lock_all(&self.hosts);
-        let mut due_active = Vec::new();
-        let mut seen: HashSet<(String, String)> = HashSet::new();
-        let host_settings = StateSettings { max_check_attempts: 1, check_interval_secs: 1, retry_interval_secs: 1 };
-        state.visit_hosts(Instant::now(), |h, up| {
-            let hk = (h.cluster.clone(), h.name.clone());
-            seen.insert(hk.clone());
-            // Host check: liveness is already debounced by host_timeout, so the result is
-            // HARD at once (max_check_attempts 1).
-            let hc = hosts.entry(hk.clone()).or_insert_with(|| {
-                let (status, output) = saved.hosts.remove(&hk).unwrap_or_else(|| (HostStatus::new(), String::new()));
-                HostCheck { status, output, next_check: now, dirty: false }
-            });
-            if hc.next_check <= now {
-                let result = if up { HostState::Up } else { HostState::Down };
-                let t = hc.status.apply(&host_settings, result, now, ResultContext::default());
-                hc.output = if up {
-                    format!("UP - agent reported {:.0} s ago", (now_ms() - h.last_seen_ms).max(0) as f64 / 1000.0)
-                } else {
-                    format!(
-                        "DOWN - no data from the agent for {:.0} s",
-                        (now_ms() - h.last_seen_ms).max(0) as f64 / 1000.0
-                    )
-                };
-                hc.next_check = t.next_check;
-                hc.dirty = true;
-                if t.state_change {
-                    tracing::info!(cluster = %h.cluster, host = %h.name, state = %t.state, "Host state changed.");
-                    lock_all(&self.db).queue_history(HistoryRow::host(&h.cluster, &h.name, &t, &hc.output, now));
-                }
-                self.stats.received.fetch_add(1, Ordering::Relaxed);
-            }
-            let host_up = hc.status.state == HostState::Up;
-            let address = host_address(h);
-            for def in self.defs.for_host(&h.cluster, &h.name) {
-                let key = (h.cluster.clone(), h.name.clone(), def.name.clone());
-                let inst = checks.entry(key.clone()).or_insert_with(|| {
-                    let s: Option<SavedCheck> = saved.checks.remove(&key);
-                    Instance {
-                        status: s.as_ref().map_or_else(ServiceStatus::new, |s| s.status.clone()),
-                        output: s.as_ref().map(|s| s.output.clone()).unwrap_or_default(),
-                        last_result: s.as_ref().and_then(|s| s.last_result),
-                        last_stale: None,
-                        // A restart does not reset the freshness clock of a known check.
-                        watched_since: s.as_ref().and_then(|s| s.last_result).unwrap_or(now),
-                        next_check: now,
-                        running: false,
-                        dirty: false,
-                        def: def.clone(),
-                    }
-                });
-                inst.def = def;
-                if inst.running || inst.next_check > now {
-                    continue;
-                }
-                let ctx = ResultContext { host_up, force_hard: false };
-                match &inst.def.kind {
-                    // Until a host has sent two batches (the first has no rates yet), a
-                    // metric it lacks may simply not have arrived: wait, do not alert.
-                    Kind::Metric { .. } if h.seq.batches < 2 => {}
-                    Kind::Metric { metric, divide_by, scale, thresholds, missing } => {
-                        let value = metric_value(h, metric).and_then(|v| match divide_by {
-                            Some(d) => metric_value(h, d).filter(|d| *d != 0.0).map(|d| v / d),
-                            None => Some(v),
-                        });
-                        let (result, output) = match value {
-                            Some(v) => {
-                                let v = v * scale;
-                                let s = thresholds.evaluate(v);
-                                let what = match divide_by {
-                                    Some(d) if *scale != 1.0 => format!("{metric} / {d} × {scale}"),
-                                    Some(d) => format!("{metric} / {d}"),
-                                    None => metric.clone(),
-                                };
-                                (s, format!("{s} - {what} = {v:.4}"))
-                            }
-                            None => match missing {
-                                Some(s) => (*s, format!("{s} - no value of {metric}")),
-                                None => {
-                                    inst.next_check = now + inst.def.settings.check_interval_secs as i64;
-                                    continue;
-                                }
-                            },
-                        };
-                        let perf = value.map(|v| format!("'{}'={}", inst.def.name, v * scale)).unwrap_or_default();
-                        let out = PluginOutput { output, long_output: String::new(), perfdata: perf };
-                        self.apply(&key, inst, result, out, now, ctx, true);
-                    }
-                    Kind::Active { command, macros, timeout } => {
-                        let line = expand(
-                            command,
-                            &[
-                                ("$HOSTNAME$", &h.name),
-                                ("$HOSTADDRESS$", &address),
-                                ("$SERVICEDESC$", &inst.def.name),
-                                ("$CLUSTER$", &h.cluster),
-                            ],
-                            macros,
+fn handle_message(table: &Mutex<Table>, stats: &EngineStats, writer: &Writer, msg: Incoming) {
+    match msg {
+        Incoming::Active { job, run } => lock(table).apply_active(&job, run),
+        Incoming::Passive(results, reply) => {
+            let now = now_secs();
+            let mut table = lock(table);
+            let outcome: Vec<Result<(), String>> = results
+                .into_iter()
+                .map(|r| {
+                    let (host, service) = (r.host.clone(), r.service.clone());
+                    table.apply_passive(r, now).inspect_err(|reason| {
+                        stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            host = %ganglion_proto::name::escaped(&host),
+                            service = %ganglion_proto::name::escaped(&service),
+                            %reason,
+                            "Rejected passive result."
                         );
-                        match plugin::split_command(&line) {
-                            Ok(mut argv) => {
-                                if !argv[0].contains('/') {
-                                    argv[0] = self.plugin_dir.join(&argv[0]).to_string_lossy().into_owned();
-                                }
-                                inst.running = true;
-                                due_active.push((key.clone(), argv, *timeout));
-                            }
-                            Err(e) => {
-                                let out =
-                                    PluginOutput { output: format!("(Bad check command: {e})"), ..Default::default() };
-                                self.apply(&key, inst, ServiceState::Unknown, out, now, ctx, true);
-                            }
-                        }
+                    })
+                })
+                .collect();
+            drop(table);
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+        Incoming::Control(cmd, reply) => {
+            let now = now_secs();
+            let applied = {
+                let mut t = lock(table);
+                match cmd {
+                    Control::Ack { cluster, host, service, kind, author, comment, notify, persistent } => t
+                        .acknowledge(
+                            cluster.as_deref(),
+                            &host,
+                            service.as_deref(),
+                            kind,
+                            &author,
+                            &comment,
+                            notify,
+                            persistent,
+                            now,
+                        )
+                        .map(|(b, n)| (b, serde_json::json!({ "acknowledged": n }))),
+                    Control::RemoveAck { cluster, host, service } => t
+                        .remove_ack(cluster.as_deref(), &host, service.as_deref(), now)
+                        .map(|(b, n)| (b, serde_json::json!({ "removed": n }))),
+                    Control::AddDowntime(spec) => {
+                        t.add_downtime(spec, now).map(|(b, id)| (b, serde_json::json!({ "id": id })))
                     }
-                    Kind::Passive { freshness, stale_state } => {
-                        let Some(threshold) = freshness else {
-                            inst.next_check = i64::MAX;
-                            continue;
-                        };
-                        let f = Freshness { threshold_secs: threshold.as_secs(), stale_state: *stale_state };
-                        if let Some(stale) =
-                            cstate::check_freshness(&f, inst.last_result, inst.watched_since, inst.last_stale, now)
-                        {
-                            inst.last_stale = Some(now);
-                            let out = PluginOutput { output: stale.output, ..Default::default() };
-                            self.apply(&key, inst, stale.state, out, now, ctx, false);
-                        }
-                        inst.next_check = now + 1;
+                    Control::RemoveDowntime(id) => {
+                        t.remove_downtime(id, now).map(|b| (b, serde_json::json!({ "removed": id })))
+                    }
+                    Control::AddComment { host, service, author, text } => t
+                        .add_user_comment(&host, service.as_deref(), &author, &text, now)
+                        .map(|(b, id)| (b, serde_json::json!({ "id": id }))),
+                    Control::RemoveComment(id) => {
+                        t.remove_comment(id).map(|b| (b, serde_json::json!({ "removed": id })))
                     }
                 }
-            }
-        });
-        // Hosts the collector forgot (host_expire) take their checks with them.
-        hosts.retain(|k, _| seen.contains(k));
-        checks.retain(|(c, h, _), _| seen.contains(&(c.clone(), h.clone())));
-        due_active
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        key: &CheckKey,
-        inst: &mut Instance,
-        result: ServiceState,
-        output: PluginOutput,
-        now: i64,
-        ctx: ResultContext,
-        real: bool,
-    ) {
-        let t = inst.status.apply(&inst.def.settings, result, now, ctx);
-        if t.logged {
-            tracing::info!(
-                cluster = %key.0, host = %key.1, service = %key.2,
-                state = %t.state, state_type = %t.state_type, attempt = t.attempt,
-                output = %ganglion_proto::name::escaped(&output.output),
-                "Service alert."
-            );
-        }
-        if t.state_change {
-            lock_all(&self.db).queue_history(HistoryRow::service(key, &t, &output.output, now));
-        }
-        inst.output = output;
-        inst.next_check = t.next_check;
-        if real {
-            inst.last_result = Some(now);
-        }
-        inst.dirty = true;
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn apply_active(&self, key: CheckKey, run: plugin::PluginRun) {
-        self.stats.plugins_run.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(host = %key.1, service = %key.2, exit_code = ?run.exit_code, secs = run.duration.as_secs_f64(), "Plugin finished.");
-        if run.timed_out {
-            self.stats.plugins_timed_out.fetch_add(1, Ordering::Relaxed);
-        }
-        let host_up =
-            lock_all(&self.hosts).get(&(key.0.clone(), key.1.clone())).is_none_or(|h| h.status.state == HostState::Up);
-        let mut checks = lock_all(&self.checks);
-        let Some(inst) = checks.get_mut(&key) else {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        inst.running = false;
-        let mut output = run.output;
-        if let Some(code) = run.exit_code.filter(|c| !(0..=3).contains(c)) {
-            output.output = ganglion_checks::plugin::out_of_bounds_output(i64::from(code), &key.1, Some(&key.2));
-        }
-        self.apply(&key, inst, run.state, output, now_secs(), ResultContext { host_up, force_hard: false }, true);
-    }
-
-    fn apply_passive(&self, r: PassiveResult) -> Result<(), String> {
-        let reject = |msg: String| {
-            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(host = %ganglion_proto::name::escaped(&r.host), service = %ganglion_proto::name::escaped(&r.service), reason = %msg, "Rejected passive result.");
-            Err(msg)
-        };
-        let output = ganglion_checks::plugin::parse_output(&r.output.replace("\\n", "\n"));
-        // The result's own time, unless the sender's clock is ahead of ours.
-        let now = r.time.min(now_secs());
-        if r.service.is_empty() {
-            let Some(result) = HostState::from_code(r.code) else {
-                return reject(format!("host state code {} is not 0, 1 or 2", r.code));
             };
-            let mut hosts = lock_all(&self.hosts);
-            let Some((hk, hc)) = hosts.iter_mut().find(|((_, h), _)| *h == r.host) else {
-                return reject("no such host".to_owned());
-            };
-            let settings = StateSettings { max_check_attempts: 1, check_interval_secs: 60, retry_interval_secs: 60 };
-            let t = hc.status.apply(&settings, result, now, ResultContext { host_up: true, force_hard: true });
-            hc.output = output.output;
-            hc.dirty = true;
-            if t.state_change {
-                lock_all(&self.db).queue_history(HistoryRow::host(&hk.0, &hk.1, &t, &hc.output, now));
+            match applied {
+                Ok((batch, value)) => writer.send(
+                    batch,
+                    Some(Box::new(move |r: Result<(), String>| {
+                        let _ = reply.send(r.map(|()| value).map_err(ControlError::Storage));
+                    })),
+                ),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
             }
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
         }
-        let Some(result) = ServiceState::from_code(r.code) else {
-            return reject(format!("service state code {} is not 0-3", r.code));
-        };
-        let host_up: HashMap<String, bool> =
-            lock_all(&self.hosts).iter().map(|((_, h), hc)| (h.clone(), hc.status.state == HostState::Up)).collect();
-        let mut checks = lock_all(&self.checks);
-        let Some((key, inst)) = checks.iter_mut().find(|((_, h, s), _)| *h == r.host && *s == r.service) else {
-            return reject("no such service on this host".to_owned());
-        };
-        let key = key.clone();
-        let ctx = ResultContext { host_up: host_up.get(&r.host).copied().unwrap_or(true), force_hard: false };
-        self.apply(&key, inst, result, output, now, ctx, true);
-        Ok(())
     }
+}
 
-    /// Writes changed statuses and queued history in one transaction, off the runtime.
-    async fn persist(self: &Arc<Self>) {
-        let mut rows = Vec::new();
-        for ((c, h, s), inst) in lock_all(&self.checks).iter_mut().filter(|(_, i)| i.dirty) {
-            inst.dirty = false;
-            rows.push(db::Row::Check {
-                key: (c.clone(), h.clone(), s.clone()),
-                saved: SavedCheck {
-                    status: inst.status.clone(),
-                    output: inst.output.clone(),
-                    last_result: inst.last_result,
-                },
-            });
-        }
-        for ((c, h), hc) in lock_all(&self.hosts).iter_mut().filter(|(_, h)| h.dirty) {
-            hc.dirty = false;
-            rows.push(db::Row::Host {
-                key: (c.clone(), h.clone()),
-                status: hc.status.clone(),
-                output: hc.output.clone(),
-            });
-        }
-        let inner = self.clone();
-        let n = rows.len() as u64;
-        let result = tokio::task::spawn_blocking(move || lock_all(&inner.db).write(rows)).await;
-        match result {
-            Ok(Ok(())) => {
-                self.stats.written.fetch_add(n, Ordering::Relaxed);
-            }
-            Ok(Err(e)) => {
-                self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "Could not write check states.");
-            }
-            Err(e) => tracing::error!(error = %e, "State writer panicked."),
-        }
-    }
+/// An acknowledgement as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AckView {
+    pub author: String,
+    pub comment: String,
+    pub sticky: bool,
+    pub time: i64,
 }
 
 /// One check as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CheckView {
     pub cluster: String,
     pub host: String,
     /// Empty for the host check.
     pub service: String,
+    /// `host`, `metric`, `active` or `passive`.
+    pub kind: &'static str,
     pub state: String,
     pub state_type: String,
     pub attempt: u32,
     pub max_attempts: u32,
     pub last_check: Option<i64>,
     pub last_state_change: Option<i64>,
+    pub last_hard_state_change: Option<i64>,
     pub output: String,
     pub long_output: String,
     pub perfdata: String,
@@ -542,72 +520,110 @@ pub struct CheckView {
     /// Non-OK (or host not UP).
     pub problem: bool,
     pub host_up: bool,
+    pub acknowledged: bool,
+    pub ack: Option<AckView>,
+    /// The check or its host is in scheduled downtime.
+    pub in_downtime: bool,
+    pub flapping: bool,
+    pub percent_state_change: f64,
+    /// A problem someone already knows about: acknowledged, in downtime, or a service of
+    /// a host that is not UP.
+    pub handled: bool,
+}
+
+impl CheckView {
+    #[allow(clippy::too_many_arguments)]
+    fn of<S: CheckState>(
+        cluster: &str,
+        host: &str,
+        service: &str,
+        kind: &'static str,
+        obj: &Obj<S>,
+        max_attempts: u32,
+        host_up: bool,
+        in_downtime: bool,
+    ) -> CheckView {
+        let problem = !obj.status.state.is_good();
+        CheckView {
+            cluster: cluster.to_owned(),
+            host: host.to_owned(),
+            service: service.to_owned(),
+            kind,
+            state: obj.status.state.to_string(),
+            state_type: obj.status.state_type.to_string(),
+            attempt: obj.status.attempt,
+            max_attempts,
+            last_check: obj.status.last_check,
+            last_state_change: obj.status.last_state_change,
+            last_hard_state_change: obj.status.last_hard_state_change,
+            output: obj.output.output.clone(),
+            long_output: obj.output.long_output.clone(),
+            perfdata: obj.output.perfdata.clone(),
+            pending: obj.status.last_check.is_none(),
+            problem,
+            host_up,
+            acknowledged: obj.ack.is_some(),
+            ack: obj.ack.as_ref().map(|a| AckView {
+                author: a.author.clone(),
+                comment: a.comment.clone(),
+                sticky: a.kind == AckKind::Sticky,
+                time: a.time,
+            }),
+            in_downtime,
+            flapping: obj.flap.is_flapping,
+            percent_state_change: (obj.flap.percent * 100.0).round() / 100.0,
+            handled: obj.ack.is_some() || in_downtime || (!service.is_empty() && !host_up),
+        }
+    }
 }
 
 impl EngineHandle {
     pub fn stats(&self) -> &EngineStats {
-        &self.inner.stats
+        &self.stats
     }
 
-    /// Every host check and service check, host first then services by name.
+    /// Counters of the NSCA listener (zero when it is off).
+    pub fn nsca_stats(&self) -> &Arc<crate::nsca::NscaStats> {
+        &self.nsca
+    }
+
+    /// Every host check and service check, sorted by cluster, host, service (blocking:
+    /// call from a blocking thread for large tables).
     pub fn status(&self) -> Vec<CheckView> {
-        let hosts = lock_all(&self.inner.hosts);
-        let up =
-            |c: &str, h: &str| hosts.get(&(c.to_owned(), h.to_owned())).is_none_or(|x| x.status.state == HostState::Up);
-        let mut out: Vec<CheckView> = hosts
-            .iter()
-            .map(|((c, h), hc)| CheckView {
-                cluster: c.clone(),
-                host: h.clone(),
-                service: String::new(),
-                state: hc.status.state.to_string(),
-                state_type: hc.status.state_type.to_string(),
-                attempt: hc.status.attempt,
-                max_attempts: 1,
-                last_check: hc.status.last_check,
-                last_state_change: hc.status.last_state_change,
-                output: hc.output.clone(),
-                long_output: String::new(),
-                perfdata: String::new(),
-                pending: hc.status.last_check.is_none(),
-                problem: hc.status.state != HostState::Up,
-                host_up: hc.status.state == HostState::Up,
-            })
-            .collect();
-        for ((c, h, s), i) in lock_all(&self.inner.checks).iter() {
-            out.push(CheckView {
-                cluster: c.clone(),
-                host: h.clone(),
-                service: s.clone(),
-                state: i.status.state.to_string(),
-                state_type: i.status.state_type.to_string(),
-                attempt: i.status.attempt,
-                max_attempts: i.def.settings.max_check_attempts,
-                last_check: i.status.last_check,
-                last_state_change: i.status.last_state_change,
-                output: i.output.output.clone(),
-                long_output: i.output.long_output.clone(),
-                perfdata: i.output.perfdata.clone(),
-                pending: i.status.last_check.is_none(),
-                problem: i.status.state != ServiceState::Ok,
-                host_up: up(c, h),
-            });
-        }
-        out.sort_by(|a, b| (&a.cluster, &a.host, &a.service).cmp(&(&b.cluster, &b.host, &b.service)));
-        out
+        lock(&self.table).views(now_secs())
     }
 
     /// The effective checks of a host with where each setting came from.
-    pub fn effective(&self, cluster: &str, host: &str) -> Vec<Effective> {
-        self.inner.defs.for_host(cluster, host)
+    pub fn effective(&self, cluster: &str, host: &str) -> Vec<Arc<Effective>> {
+        lock(&self.table).ctx.defs.for_host(cluster, host)
     }
 
-    /// State history, newest first.
+    /// Downtimes with their next window and whether they are in effect.
+    pub fn downtimes(&self) -> Vec<DowntimeView> {
+        lock(&self.table).ctx.downtime_views(now_secs())
+    }
+
+    /// Comments, oldest first.
+    pub fn comments(&self) -> Vec<Comment> {
+        lock(&self.table).ctx.comments.values().cloned().collect()
+    }
+
+    /// A receiver of every [`CheckEvent`] from now on.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the alerting layer will subscribe"))]
+    pub fn subscribe(&self) -> broadcast::Receiver<CheckEvent> {
+        self.events.subscribe()
+    }
+
+    /// State history, newest first (blocking).
     ///
     /// # Errors
     /// When the state database cannot be read.
     pub fn history(&self, host: Option<&str>, service: Option<&str>, limit: usize) -> anyhow::Result<Vec<HistoryRow>> {
-        lock_all(&self.inner.db).history(host, service, limit)
+        let mut reader = lock(&self.reader);
+        if reader.is_none() {
+            *reader = Some(db::open_reader(&self.state_db)?);
+        }
+        db::history(reader.as_ref().expect("opened above"), host, service, limit)
     }
 
     /// Submits a passive result and waits until it is applied or refused.
@@ -615,8 +631,40 @@ impl EngineHandle {
     /// # Errors
     /// The refusal reason (unknown host or service, bad code), or that the engine stopped.
     pub async fn submit(&self, r: PassiveResult) -> Result<(), String> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.tx.send(Incoming::Passive(r, tx)).await.map_err(|_| "the checks engine is not running".to_owned())?;
-        rx.await.map_err(|_| "the checks engine is not running".to_owned())?
+        let mut out = self.submit_all(vec![r]).await?;
+        out.pop().unwrap_or(Ok(()))
+    }
+
+    /// Submits results and waits until each is applied or refused.
+    ///
+    /// # Errors
+    /// When the engine stopped.
+    pub async fn submit_all(&self, results: Vec<PassiveResult>) -> Result<Vec<Result<(), String>>, String> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || "the checks engine is not running".to_owned();
+        self.tx.send(Incoming::Passive(results, Some(tx))).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    /// Hands results to the engine without waiting for them to be applied (waits only
+    /// while the engine's queue is full). Refusals are counted and logged by the engine.
+    ///
+    /// # Errors
+    /// When the engine stopped.
+    pub async fn submit_nowait(&self, results: Vec<PassiveResult>) -> Result<(), String> {
+        self.tx.send(Incoming::Passive(results, None)).await.map_err(|_| "the checks engine is not running".to_owned())
+    }
+
+    /// Carries out an operator command; answers once the change is in the state database.
+    ///
+    /// # Errors
+    /// [`ControlError`] saying what was wrong.
+    pub async fn control(&self, cmd: Control) -> Result<serde_json::Value, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Incoming::Control(cmd, tx)).await.map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)?
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

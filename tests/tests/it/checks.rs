@@ -1,12 +1,17 @@
 //! The checks engine end to end: metric checks on a live agent's data, real Nagios
 //! plugins (open and closed ports, a dummy, a disk, one that hangs), passive results
-//! over HTTP with freshness, and states that survive `kill -9` of the collector.
+//! over HTTP with freshness, flapping, acknowledgements and downtime through the
+//! `ganglion` CLI and external command lines, and states, acks and downtimes that
+//! survive `kill -9` of the collector.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use ganglion_tests::{free_port, wait_for, Agent, Collector};
+use ganglion_tests::{bin, free_port, wait_for, Agent, Collector};
 use serde_json::Value;
+
+const TOKEN: &str = "test-admin-token-0123456789";
 
 const PLUGINS: &str = "/usr/lib/nagios/plugins";
 
@@ -33,12 +38,34 @@ fn state_of(c: &Collector, host: &str, service: &str) -> Option<(String, String)
 }
 
 fn post(c: &Collector, path: &str, body: &Value) -> (u16, Value) {
-    let r = ureq::post(&format!("http://{}{path}", c.web)).send_json(body.clone());
+    let r = ureq::post(&format!("http://{}{path}", c.web))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .send_json(body.clone());
     match r {
         Ok(resp) => (resp.status(), resp.into_json().unwrap_or(Value::Null)),
         Err(ureq::Error::Status(code, resp)) => (code, resp.into_json().unwrap_or(Value::Null)),
         Err(e) => panic!("POST {path}: {e}"),
     }
+}
+
+/// Runs `ganglion ARGS --api URL --token TOKEN` and returns its stdout, failing with its
+/// output and the collector's log.
+fn cli(c: &Collector, args: &[&str]) -> String {
+    let api = format!("http://{}", c.web);
+    let out = Command::new(bin("ganglion"))
+        .args(args)
+        .args(["--api", &api, "--token", TOKEN])
+        .output()
+        .expect("running ganglion");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ganglion {args:?} failed ({}):\n{text}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        c.proc.tail(30)
+    );
+    text
 }
 
 #[test]
@@ -100,6 +127,14 @@ name = "backup"
 passive = true
 freshness_secs = 3
 stale_state = "critical"
+
+[[service]]
+name = "flappy"
+passive = true
+max_check_attempts = 1
+
+[api]
+admin_token = "{TOKEN}"
 "#
     );
     let mut c = Collector::start(dir.path(), &extra);
@@ -150,8 +185,60 @@ stale_state = "critical"
     );
     assert_eq!(code, 422, "{body}");
     assert_eq!(c.health()["checks"]["rejected"], 1);
+    // Writes need the admin token.
+    let r = ureq::post(&format!("http://{}/api/v1/results", c.web))
+        .send_json(serde_json::json!({"host": "chk-host", "service": "backup", "status": 0, "output": "x"}));
+    assert!(matches!(r, Err(ureq::Error::Status(401, _))), "{r:?}");
 
-    // kill -9 and restart: same states, same change times, no new state change in history.
+    // Flapping: alternating passive results, every one HARD.
+    for i in 0..8 {
+        let (code, body) = post(
+            &c,
+            "/api/v1/results",
+            &serde_json::json!({"host": "chk-host", "service": "flappy", "status": (i % 2) * 2, "output": "flip"}),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let flappy = check(&c.get("/api/v1/status").unwrap(), "chk-host", "flappy").unwrap().clone();
+    assert_eq!(flappy["flapping"], true, "{flappy}");
+    assert!(flappy["percent_state_change"].as_f64().unwrap() >= 30.0, "{flappy}");
+
+    // Acknowledge the closed port (sticky) with the CLI, the dummy with an external
+    // command line; schedule a host downtime with the CLI.
+    let out = cli(&c, &["ack", "chk-host", "tcp_closed", "--comment", "port closed on purpose", "--sticky"]);
+    assert!(out.contains("acknowledged 1"), "{out}");
+    let cmd = "[1700000000] ACKNOWLEDGE_SVC_PROBLEM;chk-host;dummy;0;1;1;ops;known dummy; stays\n";
+    let resp = ureq::post(&format!("http://{}/api/v1/commands", c.web))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .send_string(cmd)
+        .expect("commands");
+    assert_eq!(resp.status(), 200);
+    let ok = ureq::post(&format!("http://{}/api/v1/ack", c.web))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .send_json(serde_json::json!({"host": "chk-host", "service": "uptime", "comment": "x"}));
+    assert!(matches!(ok, Err(ureq::Error::Status(409, _))), "an OK check cannot be acknowledged: {ok:?}");
+    let out = cli(&c, &["downtime", "chk-host", "--duration", "2h", "--comment", "maintenance window"]);
+    assert!(out.contains("scheduled downtime"), "{out}");
+    let problems = c.get("/api/v1/status/problems").unwrap();
+    let list = problems.as_array().unwrap();
+    let first_handled = list.iter().position(|p| p["handled"] == true).unwrap_or(list.len());
+    assert!(list[first_handled..].iter().all(|p| p["handled"] == true), "unhandled first: {problems}");
+    let closed = check(&c.get("/api/v1/status").unwrap(), "chk-host", "tcp_closed").unwrap().clone();
+    assert_eq!(
+        (closed["acknowledged"].as_bool(), closed["in_downtime"].as_bool()),
+        (Some(true), Some(true)),
+        "{closed}"
+    );
+    assert_eq!(closed["ack"]["sticky"], true);
+    let dummy = check(&c.get("/api/v1/status").unwrap(), "chk-host", "dummy").unwrap().clone();
+    assert_eq!(dummy["ack"]["comment"], "known dummy; stays", "{dummy}");
+    let table = cli(&c, &["status", "--problems"]);
+    assert!(table.contains("tcp_closed") && table.contains("AD"), "{table}");
+    let listed = cli(&c, &["checks", "list", "--host", "chk-host"]);
+    assert!(listed.contains("tcp_open (active)") && listed.contains("service tcp_open (#4 in config)"), "{listed}");
+
+    // kill -9 and restart: same states, same change times, acks, downtime and flapping
+    // intact, no new state change in history.
     let before = c.get("/api/v1/status").unwrap();
     let changed_at = check(&before, "chk-host", "cpus").unwrap()["last_state_change"].clone();
     let history_len = |c: &Collector| {
@@ -159,7 +246,7 @@ stale_state = "critical"
     };
     let n = history_len(&c);
     assert!(n >= 1);
-    // Statuses are written once per second.
+    // Routine states are written once per second (acks and downtimes when placed).
     std::thread::sleep(Duration::from_millis(1500));
     c.proc.kill9();
     c.restart();
@@ -170,6 +257,28 @@ stale_state = "critical"
     let cpus = check(&after, "chk-host", "cpus").unwrap();
     assert_eq!((cpus["state"].as_str(), cpus["state_type"].as_str()), (Some("CRITICAL"), Some("HARD")), "{cpus}");
     assert_eq!(cpus["last_state_change"], changed_at, "the restart looked like a state change");
+    let closed = check(&after, "chk-host", "tcp_closed").unwrap();
+    assert_eq!(
+        (closed["acknowledged"].as_bool(), closed["in_downtime"].as_bool()),
+        (Some(true), Some(true)),
+        "{closed}"
+    );
+    assert_eq!(check(&after, "chk-host", "flappy").unwrap()["flapping"], true);
+    let downtimes = c.get("/api/v1/downtime").unwrap();
+    assert_eq!(downtimes.as_array().map(Vec::len), Some(1), "{downtimes}");
+    assert_eq!(downtimes[0]["comment"], "maintenance window");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(history_len(&c), n, "the restart added a state change to the history");
+    let closed = check(&c.get("/api/v1/status").unwrap(), "chk-host", "tcp_closed").unwrap().clone();
+    assert_eq!(closed["acknowledged"], true, "a sticky ack survives further CRITICAL results: {closed}");
+
+    // Removing them through the CLI.
+    cli(&c, &["downtime", "--delete", &downtimes[0]["id"].to_string()]);
+    cli(&c, &["ack", "chk-host", "tcp_closed", "--remove"]);
+    let closed = check(&c.get("/api/v1/status").unwrap(), "chk-host", "tcp_closed").unwrap().clone();
+    assert_eq!(
+        (closed["acknowledged"].as_bool(), closed["in_downtime"].as_bool()),
+        (Some(false), Some(false)),
+        "{closed}"
+    );
 }
