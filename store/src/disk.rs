@@ -22,6 +22,14 @@ pub trait DiskFile: Send + Sync {
         Ok(self.len()? == 0)
     }
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves the blocks of the first `len` bytes (reading as zeros) so later writes
+    /// there never allocate: `fallocate` where the file system has it.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        if self.len()? < len {
+            self.set_len(len)?;
+        }
+        Ok(())
+    }
 }
 
 /// A file system: the few operations the store needs.
@@ -36,6 +44,10 @@ pub trait Disk: Send + Sync {
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     /// Every file below `dir`, recursively.
     fn walk(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Makes the entries of directory `dir` (files created or renamed in it) durable.
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The real file system.
@@ -59,6 +71,19 @@ impl DiskFile for RealFile {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        match rustix::fs::fallocate(&self.0, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            // File systems without fallocate: a plain (possibly sparse) extension.
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                if self.len()? < len {
+                    self.set_len(len)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -112,6 +137,9 @@ impl Disk for RealDisk {
         out.sort();
         Ok(out)
     }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
 }
 
 /// Contents of one in-memory file: what a reader sees now, and what survives a crash.
@@ -134,10 +162,13 @@ struct MemState {
 /// every unsynced write (optionally keeping a torn prefix of the last one);
 /// [`MemDisk::set_full`] makes writes fail with ENOSPC; [`MemDisk::flip`] corrupts a byte.
 /// Directory operations (create, rename, remove) are taken as durable at once.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemDisk {
     state: Arc<Mutex<MemState>>,
     full: Arc<AtomicBool>,
+    /// Writes, length changes and syncs still allowed before every further one fails
+    /// (`u64::MAX`: no limit), to stop a flush at any point.
+    budget: Arc<AtomicU64>,
     /// Counts syncs, so tests can see group commit at work.
     pub syncs: Arc<AtomicU64>,
 }
@@ -151,9 +182,20 @@ fn enospc() -> io::Error {
     io::Error::from_raw_os_error(28)
 }
 
+/// Takes one operation from `budget`; an error once it is used up.
+fn spend(budget: &AtomicU64) -> io::Result<()> {
+    let ok = budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| match b {
+        u64::MAX => Some(u64::MAX),
+        0 => None,
+        b => Some(b - 1),
+    });
+    ok.map(|_| ()).map_err(|_| io::Error::other("injected I/O failure"))
+}
+
 struct MemFile {
     inode: Arc<Mutex<MemInode>>,
     full: Arc<AtomicBool>,
+    budget: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
 }
 
@@ -174,6 +216,7 @@ impl DiskFile for MemFile {
         if self.full.load(Ordering::SeqCst) {
             return Err(enospc());
         }
+        spend(&self.budget)?;
         let mut i = lock(&self.inode);
         let off = off as usize;
         if i.current.len() < off + buf.len() {
@@ -187,6 +230,7 @@ impl DiskFile for MemFile {
         if self.full.load(Ordering::SeqCst) {
             return Err(enospc());
         }
+        spend(&self.budget)?;
         let mut i = lock(&self.inode);
         i.durable = i.current.clone();
         i.pending.clear();
@@ -200,6 +244,7 @@ impl DiskFile for MemFile {
         if self.full.load(Ordering::SeqCst) && len > self.len()? {
             return Err(enospc());
         }
+        spend(&self.budget)?;
         let mut i = lock(&self.inode);
         i.current.resize(len as usize, 0);
         i.pending.push((len, Vec::new()));
@@ -207,9 +252,27 @@ impl DiskFile for MemFile {
     }
 }
 
+impl Default for MemDisk {
+    fn default() -> MemDisk {
+        MemDisk {
+            state: Arc::default(),
+            full: Arc::default(),
+            budget: Arc::new(AtomicU64::new(u64::MAX)),
+            syncs: Arc::default(),
+        }
+    }
+}
+
 impl MemDisk {
     pub fn new() -> MemDisk {
         MemDisk::default()
+    }
+
+    /// Lets `n` more writes, length changes and syncs succeed, then fails every further
+    /// one (`None`: no limit again). With [`MemDisk::crash`] after it, a test stops the
+    /// store at any point of a flush.
+    pub fn fail_after(&self, n: Option<u64>) {
+        self.budget.store(n.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     /// Simulates power loss: every file goes back to its last synced contents. With
@@ -274,7 +337,7 @@ impl Disk for MemDisk {
             }
             None => return Err(io::Error::from(io::ErrorKind::NotFound)),
         };
-        Ok(Box::new(MemFile { inode, full: self.full.clone(), syncs: self.syncs.clone() }))
+        Ok(Box::new(MemFile { inode, full: self.full.clone(), budget: self.budget.clone(), syncs: self.syncs.clone() }))
     }
     fn exists(&self, path: &Path) -> bool {
         lock(&self.state).files.contains_key(path)

@@ -1,35 +1,43 @@
 //! The collector-facing store for many series (cluster/host/metric).
 //!
 //! Write path: [`Store::append`] validates a batch, writes it to the journal as one
-//! record and keeps it in memory; [`Store::durable`] returns once the journal holds it
-//! under the fsync policy (group commit: one fsync covers every append since the last).
-//! A background flusher thread applies the accumulated updates of each series to its
-//! round-robin file ([`crate::file`], one per series under `series/`), spreading the
-//! series over the flush interval in a shuffled order (rrdcached's `-w`/`-z`), and drops
-//! journal segments once every series has been flushed past them. Reads
-//! ([`Store::fetch`]) merge the file with the unflushed updates.
+//! record (one `write`) and keeps the samples in memory; [`Store::durable`] returns once
+//! the journal holds them under the fsync policy (group commit: one fsync covers every
+//! append since the last). A background flusher applies the accumulated samples shard
+//! by shard ([`shard`]: many series with the same definition per file, rows laid out in
+//! time-aligned columns), spreading the shards over the flush interval in a shuffled
+//! order (rrdcached's `-w`/`-z`), and drops journal segments once every shard has been
+//! flushed past them. Reads ([`Store::fetch`]) merge the shard data with the unflushed
+//! samples, so they always see the latest sample.
 //!
-//! Crash safety: a flush writes data blocks, syncs, then writes the state slot (A/B), so
-//! a state never points at rows that are not on disk; journal segments are deleted only
-//! after the files are synced; replay skips updates at or before a file's last update.
+//! Crash safety: a shard flush writes the changed column ranges, syncs the shard (and
+//! the catalog), then writes the state table into the copy (A/B) that does not hold the
+//! current states and syncs again; journal segments are deleted only after that. A
+//! state therefore never refers to rows that are not on disk, and replay continues from
+//! whatever state is durable.
 //!
-//! Layout of `dir`: `journal/<id>.log`, `series/<cluster>/<host>/<metric>.grrd`,
-//! `quarantine/` (corrupt files moved aside).
+//! Layout of `dir`: `journal/<id>.log`, `catalog.log` (series → shard slot),
+//! `shards/<id>.gshard`, `quarantine/` (damaged series kept aside). `docs/STORAGE.md`
+//! has the byte tables.
 
+pub mod catalog;
 pub mod journal;
+pub mod shard;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
 use crate::disk::{Disk, DiskFile, RealDisk};
-use crate::file::{FileError, RrdFile};
-use crate::rrd::{Cf, DsDef, DsType, Fetched, RraDef, Rrd};
+use crate::file::FileError;
+use crate::rrd::{advance, choose_rra, CdpPrep, Cf, Defs, DsDef, DsType, Fetched, Live, RraDef, DNAN};
+use shard::{Layout, ShardDef, State, BLOCK_LEN, BLOCK_ROWS};
 
 /// Identity of one series.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,13 +61,16 @@ impl SeriesKey {
     pub fn from_joined(s: &str) -> Option<SeriesKey> {
         let mut it = s.splitn(3, '/');
         let (c, h, m) = (it.next()?, it.next()?, it.next()?);
-        let ok = |x: &str| !x.is_empty() && x != "." && x != ".." && !x.contains('/');
-        (ok(c) && ok(h) && ok(m)).then(|| SeriesKey::new(c, h, m))
+        valid_parts([c, h, m]).then(|| SeriesKey::new(c, h, m))
     }
 
-    fn valid(&self) -> bool {
-        SeriesKey::from_joined(&self.joined()).as_ref() == Some(self)
+    fn parts(&self) -> [&str; 3] {
+        [&self.cluster, &self.host, &self.metric]
     }
+}
+
+fn valid_parts(p: [&str; 3]) -> bool {
+    p.iter().all(|x| !x.is_empty() && *x != "." && *x != ".." && !x.contains('/') && x.len() <= 128)
 }
 
 /// Data source type of a series (the agent's metric kind).
@@ -109,6 +120,54 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Archive settings for the series a rule matches (see [`StoreConfig::rules`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchiveRule {
+    /// Glob (`*`, `?`) on the cluster name; `None` matches every cluster.
+    pub cluster: Option<String>,
+    /// Glob on the host name.
+    pub host: Option<String>,
+    /// Glob on the metric name.
+    pub metric: Option<String>,
+    /// Seconds per PDP; `None` keeps [`StoreConfig::step_secs`].
+    pub step_secs: Option<u64>,
+    /// `None` keeps [`StoreConfig::heartbeat_secs`].
+    pub heartbeat_secs: Option<u64>,
+    /// `None` keeps [`StoreConfig::archives`].
+    pub archives: Option<Vec<RraDef>>,
+}
+
+impl ArchiveRule {
+    fn matches(&self, k: [&str; 3]) -> bool {
+        [&self.cluster, &self.host, &self.metric]
+            .iter()
+            .zip(k)
+            .all(|(pat, name)| pat.as_deref().is_none_or(|p| glob_match(p.as_bytes(), name.as_bytes())))
+    }
+}
+
+/// `*` matches any run of characters, `?` one character.
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            pi += 1;
+            mark = si;
+        } else if let Some(sp) = star {
+            pi = sp + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -119,12 +178,84 @@ pub struct StoreConfig {
     /// Archives of new series.
     pub archives: Vec<RraDef>,
     pub fsync: FsyncPolicy,
-    /// Every series is written to its file once per this period (spread, shuffled).
+    /// Every series is written to its shard once per this period (spread, shuffled).
     pub flush_interval_secs: u64,
     /// When unflushed samples take more memory than this, the flusher speeds up.
     pub max_unflushed_bytes: u64,
-    /// Run the background thread (tests drive [`Store::flush_all`] by hand without it).
+    /// Run the background threads (tests drive [`Store::flush_all`] by hand without).
     pub background: bool,
+}
+
+/// Settings beyond [`StoreConfig`], for [`Store::open_with`]. (Kept apart so that
+/// `StoreConfig { … }` literals written before they existed stay valid.)
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Per cluster / host / metric pattern overrides of step, heartbeat and archives;
+    /// the first matching rule wins. A series keeps the definition it was created
+    /// with.
+    pub rules: Vec<ArchiveRule>,
+    /// Most series per shard file (fewer for series with large archives, so a shard
+    /// file stays near 64 MiB).
+    pub shard_slots: u32,
+    /// Verify every data block in the background after start-up.
+    pub scan_blocks: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { rules: Vec::new(), shard_slots: 1024, scan_blocks: true }
+    }
+}
+
+/// Both halves of the settings.
+#[derive(Clone, Debug)]
+struct Settings {
+    cfg: StoreConfig,
+    opts: StoreOptions,
+}
+
+impl std::ops::Deref for Settings {
+    type Target = StoreConfig;
+    fn deref(&self) -> &StoreConfig {
+        &self.cfg
+    }
+}
+
+impl Settings {
+    /// The definition a new series gets.
+    fn def_for(&self, k: [&str; 3], kind: DsKind) -> ShardDef {
+        let rule = self.opts.rules.iter().find(|r| r.matches(k));
+        let step = rule.and_then(|r| r.step_secs).unwrap_or(self.cfg.step_secs);
+        let heartbeat = rule.and_then(|r| r.heartbeat_secs).unwrap_or(self.cfg.heartbeat_secs);
+        let rra = rule.and_then(|r| r.archives.clone()).unwrap_or_else(|| self.cfg.archives.clone());
+        ShardDef {
+            step,
+            ds: DsDef { name: "value".into(), kind: kind.ds_type(), heartbeat, min: f64::NAN, max: f64::NAN },
+            rra,
+        }
+    }
+
+    /// Checks the archive settings (every rule included).
+    fn check(&self) -> Result<(), String> {
+        for kind in [DsKind::Gauge, DsKind::Counter] {
+            self.def_for(["c", "h", "m"], kind).check()?;
+            for r in &self.opts.rules {
+                let d = ShardDef {
+                    step: r.step_secs.unwrap_or(self.cfg.step_secs),
+                    ds: DsDef {
+                        name: "value".into(),
+                        kind: kind.ds_type(),
+                        heartbeat: r.heartbeat_secs.unwrap_or(self.cfg.heartbeat_secs),
+                        min: f64::NAN,
+                        max: f64::NAN,
+                    },
+                    rra: r.archives.clone().unwrap_or_else(|| self.cfg.archives.clone()),
+                };
+                d.check()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl StoreConfig {
@@ -172,6 +303,17 @@ pub struct Stats {
     pub quarantined: AtomicU64,
     pub unflushed_bytes: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Series known (in shards or only in memory so far).
+    pub series: AtomicU64,
+    pub shards: AtomicU64,
+    /// Damaged catalog records skipped at start-up.
+    pub catalog_skipped: AtomicU64,
+    /// Start-up (catalog, headers, state tables, journal replay) in milliseconds.
+    pub startup_ms: AtomicU64,
+    /// Background block scan: blocks verified, shards done, 1 when complete.
+    pub scan_blocks: AtomicU64,
+    pub scan_shards: AtomicU64,
+    pub scan_done: AtomicU64,
 }
 
 /// Opening the store failed.
@@ -180,6 +322,8 @@ pub struct Stats {
 pub enum OpenError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
 }
 
 /// Appending failed; nothing of the batch is acknowledged.
@@ -209,14 +353,228 @@ pub enum ReadError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
-/// A series whose data blocks are written, waiting for its state slot.
-type Applied = (SeriesKey, RrdFile, Rrd, Vec<(u64, f64)>);
+/// A series kept aside because its data was damaged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quarantined {
+    /// `cluster/host/metric`, or `?` when the catalog did not know the slot.
+    pub series: String,
+    /// Where the raw bytes were saved.
+    pub path: PathBuf,
+    pub reason: String,
+    /// Seconds since the epoch.
+    pub at: u64,
+}
 
-struct SeriesState {
+const NONE: u32 = u32::MAX;
+/// Memory accounted per unflushed sample.
+const ENTRY_BYTES: u64 = 16;
+
+const F_CATALOGED: u8 = 1;
+const F_CORRUPT: u8 = 2;
+const F_REMOVED: u8 = 4;
+
+/// One series in memory.
+struct Series {
+    /// `cluster/host/metric`.
+    key: Box<str>,
     kind: DsKind,
+    group: u32,
+    /// Shard index and slot, `NONE` until the flusher places the series.
+    shard: u32,
+    slot: u32,
+    incarnation: u32,
+    /// Rows at or before this time are unknown (the series' `--start`).
+    created: u64,
     /// Last accepted time (s): later samples must be newer, as rrdtool requires.
     last: u64,
     pending: Vec<(u64, f64)>,
+    /// Journal segment whose records define this series (0: none yet).
+    jseg: u64,
+    /// Append sequence that last touched the series (for undo on a failed write).
+    stamp: u64,
+    flags: u8,
+}
+
+/// Slots of one shard.
+struct Slots {
+    group: u32,
+    /// Series id per slot (`NONE` = free).
+    slots: Vec<u32>,
+    /// Last incarnation used per slot.
+    incs: Vec<u32>,
+    free: Vec<u32>,
+    /// Freed slots whose state record must be cleared at the next flush.
+    to_zero: Vec<u32>,
+}
+
+struct Group {
+    def: Arc<ShardDef>,
+    shards: Vec<u32>,
+}
+
+#[derive(Default)]
+struct PassHasher(u64);
+
+impl Hasher for PassHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type PassMap = HashMap<u64, u32, BuildHasherDefault<PassHasher>>;
+
+/// FxHash over the three names with separators, then a 64-bit finaliser.
+fn key_hash(k: [&str; 3]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = 0u64;
+    for part in k {
+        let b = part.as_bytes();
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(a)).wrapping_mul(K);
+        }
+        let mut a = [0u8; 8];
+        let r = chunks.remainder();
+        a[..r.len()].copy_from_slice(r);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(a) ^ ((b.len() as u64) << 56)).wrapping_mul(K);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+fn key_eq(stored: &str, k: [&str; 3]) -> bool {
+    let s = stored.as_bytes();
+    let n = k[0].len() + k[1].len() + k[2].len() + 2;
+    s.len() == n
+        && &s[..k[0].len()] == k[0].as_bytes()
+        && s[k[0].len()] == b'/'
+        && &s[k[0].len() + 1..k[0].len() + 1 + k[1].len()] == k[1].as_bytes()
+        && s[k[0].len() + 1 + k[1].len()] == b'/'
+        && &s[n - k[2].len()..] == k[2].as_bytes()
+}
+
+fn split_key(k: &str) -> [&str; 3] {
+    let mut it = k.splitn(3, '/');
+    [it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or("")]
+}
+
+/// Everything about series in memory, under one lock.
+#[derive(Default)]
+struct Index {
+    map: PassMap,
+    /// Series whose hash collides with another series' hash.
+    overflow: HashMap<Box<str>, u32>,
+    series: Vec<Series>,
+    free_ids: Vec<u32>,
+    live: usize,
+    groups: Vec<Group>,
+    shards: Vec<Slots>,
+}
+
+impl Index {
+    fn find(&self, h: u64, k: [&str; 3]) -> Option<u32> {
+        match self.map.get(&h) {
+            Some(&sid) if key_eq(&self.series[sid as usize].key, k) => Some(sid),
+            _ if self.overflow.is_empty() => None,
+            _ => self.overflow.get(format!("{}/{}/{}", k[0], k[1], k[2]).as_str()).copied(),
+        }
+    }
+
+    fn group_of(&mut self, def: ShardDef) -> u32 {
+        if let Some(i) = self.groups.iter().position(|g| g.def.same(&def)) {
+            return i as u32;
+        }
+        self.groups.push(Group { def: Arc::new(def), shards: Vec::new() });
+        (self.groups.len() - 1) as u32
+    }
+
+    /// Adds a series (unplaced) and returns its id.
+    fn insert(&mut self, h: u64, key: Box<str>, kind: DsKind, group: u32, created: u64) -> u32 {
+        let s = Series {
+            key,
+            kind,
+            group,
+            shard: NONE,
+            slot: NONE,
+            incarnation: 0,
+            created,
+            last: created,
+            pending: Vec::new(),
+            jseg: 0,
+            stamp: 0,
+            flags: 0,
+        };
+        let sid = match self.free_ids.pop() {
+            Some(id) => {
+                self.series[id as usize] = s;
+                id
+            }
+            None => {
+                self.series.push(s);
+                (self.series.len() - 1) as u32
+            }
+        };
+        match self.map.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.overflow.insert(self.series[sid as usize].key.clone(), sid);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(sid);
+            }
+        }
+        self.live += 1;
+        sid
+    }
+
+    fn remove(&mut self, sid: u32) {
+        let s = &mut self.series[sid as usize];
+        let h = key_hash(split_key(&s.key));
+        if self.map.get(&h) == Some(&sid) {
+            self.map.remove(&h);
+        } else {
+            self.overflow.remove(&s.key);
+        }
+        if s.shard != NONE {
+            let sl = &mut self.shards[s.shard as usize];
+            sl.slots[s.slot as usize] = NONE;
+            sl.to_zero.push(s.slot);
+            sl.free.push(s.slot);
+        }
+        s.key = "".into();
+        s.pending = Vec::new();
+        s.flags = F_REMOVED;
+        s.shard = NONE;
+        self.free_ids.push(sid);
+        self.live -= 1;
+    }
+}
+
+/// One open shard file.
+struct Shard {
+    id: u32,
+    path: PathBuf,
+    file: Box<dyn DiskFile>,
+    def: Arc<ShardDef>,
+    layout: Layout,
+    /// Readers (fetch, scan) against the flusher's writes.
+    io: RwLock<()>,
+    /// State table holding the current states (0 = A, 1 = B).
+    cur: AtomicUsize,
+    /// Flush generation of the current table.
+    gen: AtomicU64,
 }
 
 struct Journal {
@@ -225,18 +583,30 @@ struct Journal {
     len: u64,
     /// Sequence of the last record written.
     seq: u64,
+    enc: journal::Encoder,
+    buf: Vec<u8>,
+    undo: Vec<(u32, u64, usize, bool)>,
+}
+
+struct CatalogFile {
+    file: Box<dyn DiskFile>,
+    len: u64,
 }
 
 struct Inner {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
-    cfg: StoreConfig,
+    cfg: Settings,
     journal: Mutex<Journal>,
     durable_seq: Mutex<u64>,
     durable_cv: Condvar,
-    series: Mutex<HashMap<SeriesKey, SeriesState>>,
-    /// Serializes flushes (the background thread vs. `flush_all`).
+    index: Mutex<Index>,
+    /// By shard number; `None` for a number whose file was quarantined.
+    shards: RwLock<Vec<Option<Arc<Shard>>>>,
+    catalog: Mutex<CatalogFile>,
+    /// Serializes flushes, placement, removal and the block scan.
     flush_lock: Mutex<()>,
+    quarantined: Mutex<Vec<Quarantined>>,
     stats: Stats,
     closed: AtomicBool,
 }
@@ -244,182 +614,453 @@ struct Inner {
 /// The engine. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
     inner: Arc<Inner>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // State under these locks stays consistent at every await-free step; a panicking
-    // holder leaves nothing half-done that a later user could not cope with.
+    // State under these locks stays consistent at every step; a panicking holder
+    // leaves nothing half-done that a later user could not cope with.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const ENTRY_BYTES: u64 = 16;
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A sample as an rrdtool reading: integers exactly (counters need that), floats in
+/// their shortest exact form.
+fn value_text(v: f64) -> String {
+    if v.is_nan() {
+        "U".into()
+    } else if v.fract() == 0.0 && v.abs() < 1e20 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// rrdtool's reading conversion for a sample given as a number; the same as feeding
+/// `value_text(v)` to `rrdtool update` after `value_text(last)`.
+fn reading(d: &DsDef, last: f64, v: f64, interval: f64) -> Result<f64, crate::rrd::UpdateError> {
+    if v.is_nan() || (d.heartbeat as f64) < interval {
+        return Ok(DNAN);
+    }
+    let in_range =
+        |rate: f64| rate.is_nan() || ((rate >= d.min || d.min.is_nan()) && (rate <= d.max || d.max.is_nan()));
+    match d.kind {
+        // The text of `v` parses back to `v` exactly, so the arithmetic is rrdtool's.
+        DsType::Gauge => {
+            let p = v * interval;
+            Ok(if in_range(p / interval) { p } else { DNAN })
+        }
+        DsType::Absolute => Ok(if in_range(v / interval) { v } else { DNAN }),
+        _ => {
+            let last_ds = if last.is_nan() { "U".to_string() } else { crate::rrd::truncate_reading(&value_text(last)) };
+            crate::rrd::reading_to_pdp(d, &last_ds, &value_text(v), interval)
+        }
+    }
+}
+
+/// The engine's [`Live`]: a state record plus where completed rows go.
+struct Apply<'a, F: FnMut(usize, u64, f64)> {
+    st: &'a mut State,
+    cur_row: &'a mut [u64],
+    put: F,
+}
+
+impl<F: FnMut(usize, u64, f64)> Live for Apply<'_, F> {
+    fn pdp(&mut self, _ds: usize) -> (&mut f64, &mut u64) {
+        (&mut self.st.pdp_val, &mut self.st.pdp_unkn)
+    }
+    fn cdp(&mut self, i: usize) -> &mut CdpPrep {
+        &mut self.st.cdp[i]
+    }
+    fn cur_row(&mut self, rra: usize) -> &mut u64 {
+        &mut self.cur_row[rra]
+    }
+    fn put(&mut self, rra: usize, row: u64, _ds: usize, v: f64) {
+        (self.put)(rra, row, v)
+    }
+}
+
+/// Applies `samples` (those newer than the state) to `st`; rows go to `put`. Returns
+/// how many samples rrdtool would have refused.
+fn apply_samples(def: &ShardDef, st: &mut State, samples: &[(u64, f64)], put: impl FnMut(usize, u64, f64)) -> u64 {
+    let mut cur: Vec<u64> = def.rra.iter().enumerate().map(|(a, r)| (st.last_up / def.rra_step(a)) % r.rows).collect();
+    let defs = Defs { step: def.step, ds: std::slice::from_ref(&def.ds), rra: &def.rra };
+    let mut live = Apply { st, cur_row: &mut cur, put };
+    let mut dropped = 0;
+    for &(t, v) in samples {
+        let last_up = live.st.last_up;
+        if t <= last_up {
+            continue;
+        }
+        match reading(&def.ds, live.st.last, v, (t - last_up) as f64) {
+            Ok(p) => {
+                advance(&defs, &mut live, last_up, t, &[p]);
+                live.st.last_up = t;
+                live.st.last = v;
+            }
+            Err(_) => dropped += 1,
+        }
+    }
+    dropped
+}
+
+/// Rows of archive `a` an update from `from` to `to` writes, as (first row, count).
+fn rows_touched(def: &ShardDef, a: usize, from: u64, to: u64) -> (u64, u64) {
+    let s = def.rra_step(a);
+    let rows = def.rra[a].rows;
+    let (e0, e1) = (from / s, to / s);
+    let n = (e1 - e0).min(rows);
+    ((e1 + 1 - n) % rows, n)
+}
+
+/// (archive, first column, last column, bytes, dirty flag per block)
+type ColumnRange = (usize, u32, u32, Vec<u8>, Vec<bool>);
+
+/// Column ranges of one shard being rewritten by a flush.
+struct Columns {
+    cap: usize,
+    /// (archive, first column, last column, bytes, dirty flag per block)
+    ranges: Vec<ColumnRange>,
+    /// Per archive: column → range index.
+    lookup: Vec<Vec<u32>>,
+}
+
+impl Columns {
+    fn block(&mut self, a: usize, col: u32, slot: u32) -> (&mut [u8], &mut bool) {
+        let r = self.lookup[a][col as usize] as usize;
+        let (_, c0, _, buf, dirty) = &mut self.ranges[r];
+        let k = (col - *c0) as usize * self.cap + slot as usize;
+        (&mut buf[k * BLOCK_LEN..(k + 1) * BLOCK_LEN], &mut dirty[k])
+    }
+}
+
+/// One series being flushed.
+struct Work {
+    sid: u32,
+    slot: u32,
+    inc: u32,
+    created: u64,
+    key: Box<str>,
+    kind: DsKind,
+    samples: Vec<(u64, f64)>,
+    new_catalog: bool,
+    corrupt: Option<String>,
+    st: State,
+}
 
 impl Store {
     /// Opens (or creates) a store in `dir` on the real file system.
     ///
     /// # Errors
-    /// [`OpenError::Io`] when the directories or journal cannot be read or created.
+    /// [`OpenError::Io`] when the directories, catalog, shards or journal cannot be
+    /// read or created; [`OpenError::Config`] for archive settings rrdtool refuses.
     pub fn open(dir: &Path, cfg: StoreConfig) -> Result<Store, OpenError> {
         Store::open_on(Arc::new(RealDisk), dir, cfg)
     }
 
-    /// [`Store::open`] on any [`Disk`]: replays the journal (truncating a torn or
-    /// corrupt tail at the last good record) and starts the flusher.
+    /// [`Store::open`] with [`StoreOptions`] (archive rules, shard size, block scan).
     ///
     /// # Errors
-    /// [`OpenError::Io`].
+    /// As [`Store::open`].
+    pub fn open_with(dir: &Path, cfg: StoreConfig, opts: StoreOptions) -> Result<Store, OpenError> {
+        Store::open_on_with(Arc::new(RealDisk), dir, cfg, opts)
+    }
+
+    /// [`Store::open`] on any [`Disk`]: reads the catalog and every shard's header and
+    /// state tables (checksums verified; damaged series are quarantined), replays the
+    /// journal (truncating a torn or corrupt tail at the last good record) and starts
+    /// the flusher and the background block scan.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
     pub fn open_on(disk: Arc<dyn Disk>, dir: &Path, cfg: StoreConfig) -> Result<Store, OpenError> {
+        Store::open_on_with(disk, dir, cfg, StoreOptions::default())
+    }
+
+    /// [`Store::open_on`] with [`StoreOptions`].
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_on_with(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        cfg: StoreConfig,
+        opts: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        let t0 = Instant::now();
+        let cfg = Settings { cfg, opts };
+        cfg.check().map_err(OpenError::Config)?;
         let ioe = |path: &Path| {
             let path = path.to_path_buf();
             move |source| OpenError::Io { path, source }
         };
         let jdir = dir.join("journal");
-        for d in [dir.to_path_buf(), jdir.clone(), dir.join("series"), dir.join("quarantine")] {
+        let sdir = dir.join("shards");
+        for d in [dir.to_path_buf(), jdir.clone(), sdir.clone(), dir.join("quarantine")] {
             disk.create_dir_all(&d).map_err(ioe(&d))?;
+        }
+        // Catalog.
+        let cpath = dir.join("catalog.log");
+        let cfile = disk.open(&cpath, true).map_err(ioe(&cpath))?;
+        let clen = cfile.len().map_err(ioe(&cpath))?;
+        let mut cbytes = vec![0u8; clen as usize];
+        cfile.read_at(&mut cbytes, 0).map_err(ioe(&cpath))?;
+        let cat = catalog::read_all(&cbytes);
+        drop(cbytes);
+        let stats = Stats::default();
+        stats.catalog_skipped.store(cat.skipped, Ordering::Relaxed);
+        if cat.skipped > 0 {
+            tracing::warn!(skipped = cat.skipped, "Skipped damaged catalog records.");
+        }
+        // Latest add per (shard, slot), minus removes.
+        let mut entries: HashMap<(u32, u32), (u32, DsKind, u64, String)> = HashMap::new();
+        let mut max_inc: HashMap<(u32, u32), u32> = HashMap::new();
+        let n_ops = cat.ops.len();
+        for op in cat.ops {
+            match op {
+                catalog::Op::Add { shard, slot, incarnation, kind, created, key } => {
+                    let m = max_inc.entry((shard, slot)).or_default();
+                    *m = (*m).max(incarnation);
+                    entries.insert((shard, slot), (incarnation, kind, created, key));
+                }
+                catalog::Op::Remove { shard, slot, incarnation } => {
+                    let m = max_inc.entry((shard, slot)).or_default();
+                    *m = (*m).max(incarnation);
+                    if entries.get(&(shard, slot)).is_some_and(|e| e.0 == incarnation) {
+                        entries.remove(&(shard, slot));
+                    }
+                }
+            }
         }
         let inner = Inner {
             disk: disk.clone(),
             dir: dir.to_path_buf(),
             cfg,
-            journal: Mutex::new(Journal { file: None, seg: 0, len: 0, seq: 0 }),
+            journal: Mutex::new(Journal {
+                file: None,
+                seg: 0,
+                len: 0,
+                seq: 0,
+                enc: journal::Encoder::default(),
+                buf: Vec::new(),
+                undo: Vec::new(),
+            }),
             durable_seq: Mutex::new(0),
             durable_cv: Condvar::new(),
-            series: Mutex::new(HashMap::new()),
+            index: Mutex::new(Index::default()),
+            shards: RwLock::new(Vec::new()),
+            catalog: Mutex::new(CatalogFile { file: cfile, len: cat.good_len as u64 }),
             flush_lock: Mutex::new(()),
-            stats: Stats::default(),
+            quarantined: Mutex::new(Vec::new()),
+            stats,
             closed: AtomicBool::new(false),
         };
-        // Replay: every segment in order; updates at or before a file's last update
-        // were flushed already and are skipped at flush time.
-        let segs = disk.list(&jdir).map_err(ioe(&jdir))?;
-        let mut last_seg = 0;
-        let mut file_last: HashMap<SeriesKey, u64> = HashMap::new();
-        for path in &segs {
-            let Some(id) = seg_id(path) else { continue };
-            last_seg = last_seg.max(id);
-            let f = disk.open(path, false).map_err(ioe(path))?;
-            let len = f.len().map_err(ioe(path))?;
-            let mut bytes = vec![0u8; len as usize];
-            f.read_at(&mut bytes, 0).map_err(ioe(path))?;
-            let mut at = 0usize;
-            while at < bytes.len() {
-                match journal::decode(&bytes[at..]) {
-                    journal::Decoded::Record(entries, used) => {
-                        let mut map = lock(&inner.series);
-                        for e in entries {
-                            let floor = *file_last
-                                .entry(e.key.clone())
-                                .or_insert_with(|| inner.file_last_update(&e.key).unwrap_or(0));
-                            let s = map.entry(e.key).or_insert(SeriesState {
-                                kind: e.kind,
-                                last: floor,
-                                pending: Vec::new(),
-                            });
-                            if e.time > s.last {
-                                s.last = e.time;
-                                s.pending.push((e.time, e.value));
-                                inner.stats.unflushed_bytes.fetch_add(ENTRY_BYTES, Ordering::Relaxed);
-                            }
-                        }
-                        at += used;
-                    }
-                    journal::Decoded::Incomplete | journal::Decoded::Invalid(_) => {
-                        tracing::warn!(path = %path.display(), offset = at, "Truncated the journal at its last good record.");
-                        inner.stats.journal_truncated.fetch_add(1, Ordering::Relaxed);
-                        f.set_len(at as u64).map_err(ioe(path))?;
-                        f.sync().map_err(ioe(path))?;
-                        break;
-                    }
+        if (cat.good_len as u64) < clen {
+            let c = lock(&inner.catalog);
+            c.file.set_len(cat.good_len as u64).map_err(ioe(&cpath))?;
+            c.file.sync().map_err(ioe(&cpath))?;
+        }
+        // Shards: header and both state tables of each.
+        let mut files = disk.list(&sdir).map_err(ioe(&sdir))?;
+        files.retain(|p| p.extension().is_some_and(|e| e == "gshard"));
+        let mut live_adds = 0usize;
+        for path in files {
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let loaded = inner.load_shard(&path, id, &entries, &max_inc).map_err(ioe(&path))?;
+            if let Some(n) = loaded {
+                live_adds += n;
+            }
+        }
+        // Catalog entries of shards that are gone (quarantined or lost): the series
+        // start again from the journal.
+        {
+            let shards = read(&inner.shards);
+            let mut idx = lock(&inner.index);
+            let mut lost: Vec<_> = entries
+                .iter()
+                .filter(|((sh, _), _)| shards.get(*sh as usize).is_none_or(Option::is_none))
+                .map(|(_, e)| e.clone())
+                .collect();
+            lost.sort_by(|a, b| a.3.cmp(&b.3));
+            for (_, kind, created, key) in lost {
+                let k = split_key(&key);
+                let h = key_hash(k);
+                if idx.find(h, k).is_none() && valid_parts(k) {
+                    let g = idx.group_of(inner.cfg.def_for(k, kind));
+                    idx.insert(h, key.into(), kind, g, created);
                 }
             }
         }
-        // Everything replayed is durable already.
-        {
-            let mut j = lock(&inner.journal);
-            j.seg = last_seg;
+        // Journal replay.
+        let segs = disk.list(&jdir).map_err(ioe(&jdir))?;
+        let mut last_seg = 0;
+        for path in &segs {
+            let Some(id) = seg_id(path) else { continue };
+            last_seg = last_seg.max(id);
+            inner.replay(path).map_err(ioe(path))?;
         }
+        lock(&inner.journal).seg = last_seg;
+        // A catalog much longer than its live entries is rewritten.
+        if n_ops > 2 * live_adds + 1024 {
+            inner.compact_catalog().map_err(ioe(&cpath))?;
+        }
+        {
+            let idx = lock(&inner.index);
+            inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
+        }
+        inner.stats.shards.store(read(&inner.shards).len() as u64, Ordering::Relaxed);
         let inner = Arc::new(inner);
         inner.rotate().map_err(ioe(&jdir))?;
-        let store = Store { inner: inner.clone(), thread: Mutex::new(None) };
+        inner.stats.startup_ms.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+        tracing::info!(
+            series = inner.stats.series.load(Ordering::Relaxed),
+            shards = inner.stats.shards.load(Ordering::Relaxed),
+            ms = inner.stats.startup_ms.load(Ordering::Relaxed),
+            "Storage opened."
+        );
+        let store = Store { inner: inner.clone(), threads: Mutex::new(Vec::new()) };
         if inner.cfg.background {
+            let i = inner.clone();
             let t = std::thread::Builder::new()
                 .name("store-flusher".into())
-                .spawn(move || inner.background())
+                .spawn(move || i.background())
                 .map_err(ioe(dir))?;
-            *lock(&store.thread) = Some(t);
+            lock(&store.threads).push(t);
+            if inner.cfg.opts.scan_blocks {
+                let i = inner.clone();
+                let t = std::thread::Builder::new()
+                    .name("store-scan".into())
+                    .spawn(move || i.scan_all())
+                    .map_err(ioe(dir))?;
+                lock(&store.threads).push(t);
+            }
         }
         Ok(store)
     }
 
-    /// Accepts a batch: samples older than their series' last sample are rejected
-    /// (counted), the rest are journaled and kept in memory. Wait for durability with
-    /// [`Store::durable`] before acknowledging.
+    /// Accepts a batch: samples not newer than their series' last sample are rejected
+    /// (counted), the rest are journaled (one record, one write) and kept in memory.
+    /// Wait for durability with [`Store::durable`] before acknowledging.
     ///
     /// # Errors
     /// [`WriteError::Backpressure`] when the journal cannot be written; nothing of the
     /// batch is kept, and a later call retries.
     pub fn append(&self, updates: &[Update]) -> Result<Ticket, WriteError> {
-        let inner = &self.inner;
+        let inner = &*self.inner;
         if inner.closed.load(Ordering::SeqCst) {
             return Err(WriteError::Closed);
         }
         inner.stats.received.fetch_add(updates.len() as u64, Ordering::Relaxed);
         // The journal lock is held across validation and the memory insert so the
         // journal order equals the order samples were accepted in.
-        let mut j = lock(&inner.journal);
-        let mut map = lock(&inner.series);
-        let mut accepted: Vec<(&Update, u64)> = Vec::with_capacity(updates.len());
-        let mut batch_last: HashMap<&SeriesKey, u64> = HashMap::new();
+        let mut jg = lock(&inner.journal);
+        let j = &mut *jg;
+        let mut ig = lock(&inner.index);
+        let idx = &mut *ig;
+        let seq = j.seq + 1;
+        let seg = j.seg;
+        j.enc.clear();
+        j.undo.clear();
+        let mut rejected = 0u64;
+        let mut accepted = 0u64;
         for u in updates {
             let t = u.time_ms.div_euclid(1000);
             let counter_ok = !matches!(u.kind, DsKind::Counter | DsKind::Derive)
                 || (u.value.is_finite() && u.value.fract() == 0.0 && (u.kind == DsKind::Derive || u.value >= 0.0));
-            let last = batch_last.get(&u.series).copied().or_else(|| map.get(&u.series).map(|s| s.last)).unwrap_or(0);
-            if t <= 0 || t as u64 <= last || !counter_ok || !u.series.valid() {
-                inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            let k = u.series.parts();
+            if t <= 0 || !counter_ok {
+                rejected += 1;
                 continue;
             }
-            batch_last.insert(&u.series, t as u64);
-            accepted.push((u, t as u64));
-        }
-        let seq = j.seq + 1;
-        if !accepted.is_empty() {
-            let rec = journal::encode(&accepted);
-            let f = match &j.file {
-                Some(f) => f,
-                None => return Err(WriteError::Backpressure(std::io::Error::other("no journal segment"))),
+            let t = t as u64;
+            let h = key_hash(k);
+            let sid = match idx.find(h, k) {
+                Some(sid) => sid,
+                None => {
+                    if !valid_parts(k) {
+                        rejected += 1;
+                        continue;
+                    }
+                    let g = idx.group_of(inner.cfg.def_for(k, u.kind));
+                    let sid = idx.insert(h, u.series.joined().into(), u.kind, g, t - 1);
+                    idx.series[sid as usize].stamp = seq;
+                    j.undo.push((sid, 0, 0, true));
+                    sid
+                }
             };
-            if let Err(e) = f.write_at(&rec, j.len) {
-                // Cut off whatever part landed so the next record starts clean.
-                let _ = f.set_len(j.len);
+            let s = &mut idx.series[sid as usize];
+            if t <= s.last || s.kind != u.kind {
+                rejected += 1;
+                continue;
+            }
+            if s.stamp != seq {
+                s.stamp = seq;
+                j.undo.push((sid, s.last, s.pending.len(), false));
+            }
+            if s.jseg != seg {
+                j.enc.define(sid, s.kind, k);
+                s.jseg = seg;
+            }
+            j.enc.sample(sid, t, u.value);
+            s.last = t;
+            s.pending.push((t, u.value));
+            accepted += 1;
+        }
+        if rejected > 0 {
+            inner.stats.rejected.fetch_add(rejected, Ordering::Relaxed);
+        }
+        if !j.enc.is_empty() {
+            let Journal { enc, buf, .. } = j;
+            enc.finish(buf);
+            let res = match &j.file {
+                Some(f) => f.write_at(&j.buf, j.len).and_then(|()| {
+                    if inner.cfg.fsync == FsyncPolicy::Always {
+                        f.sync()?;
+                        inner.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }),
+                None => Err(std::io::Error::other("no journal segment")),
+            };
+            if let Err(e) = res {
+                if let Some(f) = &j.file {
+                    // Cut off whatever part landed so the next record starts clean.
+                    let _ = f.set_len(j.len);
+                }
+                for &(sid, last, plen, new) in j.undo.iter().rev() {
+                    if new {
+                        idx.remove(sid);
+                    } else {
+                        let s = &mut idx.series[sid as usize];
+                        s.last = last;
+                        s.pending.truncate(plen);
+                        s.jseg = 0;
+                    }
+                }
                 inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 return Err(WriteError::Backpressure(e));
             }
-            if inner.cfg.fsync == FsyncPolicy::Always {
-                if let Err(e) = f.sync() {
-                    let _ = f.set_len(j.len);
-                    inner.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(WriteError::Backpressure(e));
-                }
-                inner.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
-            j.len += rec.len() as u64;
-            inner.stats.journal_bytes.fetch_add(rec.len() as u64, Ordering::Relaxed);
-            for (u, t) in &accepted {
-                let s = map.entry(u.series.clone()).or_insert_with(|| SeriesState {
-                    kind: u.kind,
-                    last: inner.file_last_update(&u.series).unwrap_or(0),
-                    pending: Vec::new(),
-                });
-                s.last = *t;
-                s.pending.push((*t, u.value));
-            }
-            inner.stats.unflushed_bytes.fetch_add(ENTRY_BYTES * accepted.len() as u64, Ordering::Relaxed);
+            j.len += j.buf.len() as u64;
+            inner.stats.journal_bytes.fetch_add(j.buf.len() as u64, Ordering::Relaxed);
+            inner.stats.unflushed_bytes.fetch_add(ENTRY_BYTES * accepted, Ordering::Relaxed);
+            inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
         }
         j.seq = seq;
-        drop(map);
-        drop(j);
+        drop(ig);
+        drop(jg);
         match inner.cfg.fsync {
             FsyncPolicy::Always | FsyncPolicy::Never => inner.mark_durable(seq),
             FsyncPolicy::IntervalMs(_) => {}
@@ -454,10 +1095,13 @@ impl Store {
         Ok(())
     }
 
-    /// `fetch` of one series, merging its file with unflushed samples.
+    /// `fetch` of one series (rrdtool's archive choice and row labels), merging its
+    /// shard data with unflushed samples.
     ///
     /// # Errors
-    /// [`ReadError::NotFound`] for an unknown series, file and fetch errors otherwise.
+    /// [`ReadError::NotFound`] for an unknown series; [`ReadError::File`] with
+    /// [`FileError::Corrupt`] when its data is damaged (the series is quarantined and
+    /// recreated at its next flush); fetch errors as rrdtool reports them.
     pub fn fetch(
         &self,
         series: &SeriesKey,
@@ -466,81 +1110,142 @@ impl Store {
         end: u64,
         resolution: u64,
     ) -> Result<Fetched, ReadError> {
-        let (kind, pending) = {
-            let map = lock(&self.inner.series);
-            match map.get(series) {
-                Some(s) => (Some(s.kind), s.pending.clone()),
-                None => (None, Vec::new()),
-            }
-        };
-        let path = self.inner.path_of(series);
-        let mut db = if self.inner.disk.exists(&path) {
-            RrdFile::open(&*self.inner.disk, &path)?.1
-        } else {
-            match kind {
-                Some(k) => self.inner.new_db(k, pending.first().map_or(0, |p| p.0 - 1)),
-                None => return Err(ReadError::NotFound),
-            }
-        };
-        for (t, v) in pending {
-            if t > db.last_up {
-                let _ = db.update(t, &[&value_text(v)]);
-            }
-        }
-        Ok(db.fetch(cf, start, end, resolution)?)
+        self.inner.fetch(series, cf, start, end, resolution)
     }
 
-    /// Writes every unflushed sample to the series files and drops the journal they
-    /// came from.
+    /// Writes every unflushed sample to the shards and drops the journal they came
+    /// from.
     ///
     /// # Errors
     /// The first I/O error; samples that could not be written stay in memory and in the
     /// journal.
     pub fn flush_all(&self) -> Result<(), FileError> {
         self.inner.sync_journal();
-        let keys: Vec<SeriesKey> = lock(&self.inner.series).keys().cloned().collect();
         let _g = lock(&self.inner.flush_lock);
-        let boundary = self.inner.rotate().map_err(|source| FileError::Io { path: self.inner.dir.clone(), source })?;
-        let ok = self.inner.flush_series(&keys);
-        if ok.is_ok() {
-            self.inner.drop_segments_before(boundary);
+        let io = |source| FileError::Io { path: self.inner.dir.clone(), source };
+        self.inner.place_unplaced().map_err(io)?;
+        let boundary = self.inner.rotate().map_err(io)?;
+        let shards: Vec<Arc<Shard>> = read(&self.inner.shards).iter().flatten().cloned().collect();
+        let next = AtomicUsize::new(0);
+        let first_err: Mutex<Option<FileError>> = Mutex::new(None);
+        let worker = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(sh) = shards.get(i) else { break };
+            if let Err(e) = self.inner.flush_shard(sh) {
+                lock(&first_err).get_or_insert(e);
+            }
+        };
+        let threads = if shards.len() > 1 { 2 } else { 1 };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(worker);
+            }
+            worker();
+        });
+        self.inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => {
+                self.inner.drop_segments_before(boundary);
+                Ok(())
+            }
         }
-        ok
     }
 
-    /// Forgets a series and deletes its file (host expiry).
+    /// Flushes part `k` of `n` of the shards (those whose number is `k` mod `n`): the
+    /// spread-out flush of the background thread, driven by hand (simulations of a
+    /// flush period in data time; the journal is not dropped by this).
     ///
     /// # Errors
-    /// I/O errors deleting the file.
-    pub fn remove_series(&self, series: &SeriesKey) -> Result<(), FileError> {
+    /// As [`Store::flush_all`].
+    pub fn flush_part(&self, k: usize, n: usize) -> Result<(), FileError> {
+        self.inner.sync_journal();
         let _g = lock(&self.inner.flush_lock);
-        if let Some(s) = lock(&self.inner.series).remove(series) {
-            self.inner.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * s.pending.len() as u64, Ordering::Relaxed);
-        }
-        let path = self.inner.path_of(series);
-        if self.inner.disk.exists(&path) {
-            self.inner.disk.remove(&path).map_err(|source| FileError::Io { path, source })?;
+        let io = |source| FileError::Io { path: self.inner.dir.clone(), source };
+        self.inner.place_unplaced().map_err(io)?;
+        let shards: Vec<Arc<Shard>> = read(&self.inner.shards).iter().flatten().cloned().collect();
+        for sh in shards.iter().filter(|s| s.id as usize % n.max(1) == k) {
+            self.inner.flush_shard(sh)?;
         }
         Ok(())
     }
 
-    /// Series known in memory or on disk under `series/`.
+    /// Number of shard files.
+    pub fn shard_count(&self) -> usize {
+        read(&self.inner.shards).iter().flatten().count()
+    }
+
+    /// Forgets a series and frees its slot (host expiry). The removal is durable when
+    /// this returns.
+    ///
+    /// # Errors
+    /// I/O errors writing the catalog.
+    pub fn remove_series(&self, series: &SeriesKey) -> Result<(), FileError> {
+        let inner = &*self.inner;
+        let _g = lock(&inner.flush_lock);
+        let mut jg = lock(&inner.journal);
+        let mut idx = lock(&inner.index);
+        let k = series.parts();
+        let Some(sid) = idx.find(key_hash(k), k) else { return Ok(()) };
+        let s = &idx.series[sid as usize];
+        if s.shard != NONE && s.flags & F_CATALOGED != 0 {
+            // The slot may be reused only once the removal is durable.
+            let op = catalog::Op::Remove { shard: s.shard, slot: s.slot, incarnation: s.incarnation };
+            inner.append_catalog(&[op])?;
+        }
+        // Replay must not bring the series back from older journal records.
+        let j = &mut *jg;
+        j.enc.clear();
+        j.enc.remove(&s.key);
+        j.enc.finish(&mut j.buf);
+        let path = inner.dir.join("journal");
+        let Some(f) = j.file.as_ref() else {
+            return Err(FileError::Io { path, source: std::io::Error::other("no journal segment") });
+        };
+        let res =
+            f.write_at(&j.buf, j.len).and_then(
+                |()| {
+                    if inner.cfg.fsync == FsyncPolicy::Never {
+                        Ok(())
+                    } else {
+                        f.sync()
+                    }
+                },
+            );
+        if let Err(source) = res {
+            let _ = f.set_len(j.len);
+            return Err(FileError::Io { path, source });
+        }
+        j.len += j.buf.len() as u64;
+        let n = idx.series[sid as usize].pending.len() as u64;
+        inner.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * n, Ordering::Relaxed);
+        idx.remove(sid);
+        inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Series known (in shards or only in memory so far).
     pub fn series_count(&self) -> usize {
-        lock(&self.inner.series).len()
+        lock(&self.inner.index).live
     }
 
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
     }
 
-    /// Flushes everything and stops the flusher.
+    /// Series quarantined since the store was opened (for `/api/v1/health`).
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        lock(&self.inner.quarantined).clone()
+    }
+
+    /// Flushes everything and stops the background threads.
     ///
     /// # Errors
     /// As [`Store::flush_all`].
     pub fn close(&self) -> Result<(), FileError> {
         let r = self.flush_all();
         self.inner.closed.store(true, Ordering::SeqCst);
-        if let Some(t) = lock(&self.thread).take() {
+        for t in lock(&self.threads).drain(..) {
             let _ = t.join();
         }
         r
@@ -550,7 +1255,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        if let Some(t) = lock(&self.thread).take() {
+        for t in lock(&self.threads).drain(..) {
             let _ = t.join();
         }
     }
@@ -560,43 +1265,151 @@ fn seg_id(p: &Path) -> Option<u64> {
     p.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok()
 }
 
-/// A sample as an rrdtool reading: integers exactly (counters need that), floats in
-/// their shortest exact form.
-fn value_text(v: f64) -> String {
-    if v.is_nan() {
-        "U".into()
-    } else if v.fract() == 0.0 && v.abs() < 1e20 {
-        format!("{v:.0}")
-    } else {
-        format!("{v}")
-    }
+/// What a fetch needs of a series, copied under the index lock.
+struct Snapshot {
+    def: Arc<ShardDef>,
+    slot: u32,
+    incarnation: u32,
+    created: u64,
+    pending: Vec<(u64, f64)>,
 }
 
 impl Inner {
-    fn path_of(&self, k: &SeriesKey) -> PathBuf {
-        self.dir.join("series").join(&k.cluster).join(&k.host).join(format!("{}.grrd", k.metric))
-    }
-
-    fn new_db(&self, kind: DsKind, start: u64) -> Rrd {
-        let ds = DsDef {
-            name: "value".into(),
-            kind: kind.ds_type(),
-            heartbeat: self.cfg.heartbeat_secs,
-            min: f64::NAN,
-            max: f64::NAN,
-        };
-        // The configuration was checked when the store was set up; a failure here
-        // means an empty archive list, which `StoreConfig` never produces.
-        Rrd::create(self.cfg.step_secs, start, vec![ds], self.cfg.archives.clone())
-            .expect("store archive configuration is valid")
-    }
-
-    fn file_last_update(&self, k: &SeriesKey) -> Option<u64> {
-        let p = self.path_of(k);
-        if !self.disk.exists(&p) {
-            return None;
+    fn fetch(&self, series: &SeriesKey, cf: Cf, start: u64, end: u64, res: u64) -> Result<Fetched, ReadError> {
+        if start > end {
+            return Err(crate::rrd::FetchError::Range { start, end }.into());
         }
-        RrdFile::open(&*self.disk, &p).ok().map(|(_, db)| db.last_up)
+        let k = series.parts();
+        let h = key_hash(k);
+        loop {
+            let shard_id = {
+                let idx = lock(&self.index);
+                let sid = idx.find(h, k).ok_or(ReadError::NotFound)?;
+                idx.series[sid as usize].shard
+            };
+            let sh = if shard_id == NONE { None } else { read(&self.shards)[shard_id as usize].clone() };
+            let _io = sh.as_ref().map(|s| read(&s.io));
+            let snap = {
+                let idx = lock(&self.index);
+                let sid = idx.find(h, k).ok_or(ReadError::NotFound)?;
+                let s = &idx.series[sid as usize];
+                if s.shard != shard_id {
+                    continue; // placed meanwhile
+                }
+                Snapshot {
+                    def: idx.groups[s.group as usize].def.clone(),
+                    slot: s.slot,
+                    incarnation: s.incarnation,
+                    created: s.created,
+                    pending: s.pending.clone(),
+                }
+            };
+            return self.fetch_snapshot(sh.as_deref(), &snap, cf, start, end, res).inspect_err(|e| {
+                if matches!(e, ReadError::File(FileError::Corrupt { .. })) {
+                    self.mark_corrupt(h, k);
+                }
+            });
+        }
+    }
+
+    fn mark_corrupt(&self, h: u64, k: [&str; 3]) {
+        let mut idx = lock(&self.index);
+        if let Some(sid) = idx.find(h, k) {
+            idx.series[sid as usize].flags |= F_CORRUPT;
+        }
+    }
+
+    fn corrupt_err(&self, sh: &Shard, reason: String) -> ReadError {
+        ReadError::File(FileError::Corrupt { path: sh.path.clone(), reason })
+    }
+
+    fn fetch_snapshot(
+        &self,
+        sh: Option<&Shard>,
+        snap: &Snapshot,
+        cf: Cf,
+        start: u64,
+        end: u64,
+        res: u64,
+    ) -> Result<Fetched, ReadError> {
+        let def = &*snap.def;
+        let mut st = match sh {
+            Some(sh) if snap.incarnation != 0 => {
+                let mut b = vec![0u8; sh.layout.state_len];
+                let copy = sh.cur.load(Ordering::Acquire);
+                sh.file
+                    .read_at(&mut b, sh.layout.state_off(copy, snap.slot))
+                    .map_err(|source| FileError::Io { path: sh.path.clone(), source })?;
+                match shard::decode_state(sh.id, snap.slot, def, &b) {
+                    Ok(Some(st)) if st.incarnation == snap.incarnation && st.incarnation != 0 => st,
+                    Ok(_) => State::fresh(def, snap.incarnation, snap.created),
+                    Err(e) => return Err(self.corrupt_err(sh, e.0)),
+                }
+            }
+            _ => State::fresh(def, snap.incarnation, snap.created),
+        };
+        let disk_state = st.clone();
+        let mut overlay: Vec<Vec<f64>> = vec![Vec::new(); def.rra.len()];
+        apply_samples(def, &mut st, &snap.pending, |a, _, v| overlay[a].push(v));
+        let r = choose_rra(def.step, &def.rra, st.last_up, cf, start, end, res)?;
+        let step = def.rra_step(r);
+        let rows = def.rra[r].rows;
+        let start = start - start % step;
+        let end = end + (step - end % step);
+        let n = ((end - start) / step) as usize;
+        let rra_end = st.last_up - st.last_up % step;
+        let created_end = snap.created - snap.created % step;
+        let ov = &overlay[r];
+        let mut blocks: Vec<(u32, [f64; BLOCK_ROWS])> = Vec::new();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = start + (i as u64 + 1) * step;
+            if t > rra_end || (rra_end - t) / step >= rows {
+                out.push(vec![DNAN]);
+                continue;
+            }
+            let age = ((rra_end - t) / step) as usize;
+            if age < ov.len() {
+                out.push(vec![ov[ov.len() - 1 - age]]);
+                continue;
+            }
+            if t <= created_end || t > disk_state.last_up {
+                out.push(vec![DNAN]);
+                continue;
+            }
+            let Some(sh) = sh else {
+                out.push(vec![DNAN]);
+                continue;
+            };
+            let row = (t / step) % rows;
+            let col = (row / BLOCK_ROWS as u64) as u32;
+            let vals = match blocks.iter().find(|b| b.0 == col) {
+                Some(b) => b.1,
+                None => {
+                    let mut b = [0u8; BLOCK_LEN];
+                    sh.file
+                        .read_at(&mut b, sh.layout.block_off(r, col, snap.slot))
+                        .map_err(|source| FileError::Io { path: sh.path.clone(), source })?;
+                    match shard::check_block(sh.id, snap.slot, r, col, &b) {
+                        Ok(inc) if inc == snap.incarnation => {}
+                        Ok(_) => {
+                            return Err(
+                                self.corrupt_err(sh, format!("block of slot {} holds another series", snap.slot))
+                            )
+                        }
+                        Err(e) => return Err(self.corrupt_err(sh, e.0)),
+                    }
+                    let mut v = [DNAN; BLOCK_ROWS];
+                    for (k, x) in v.iter_mut().enumerate() {
+                        *x = shard::block_value(&b, k);
+                    }
+                    blocks.push((col, v));
+                    v
+                }
+            };
+            out.push(vec![vals[(row % BLOCK_ROWS as u64) as usize]]);
+        }
+        Ok(Fetched { start, end, step, ds_names: vec![def.ds.name.clone()], rows: out })
     }
 
     fn mark_durable(&self, seq: u64) {
@@ -658,125 +1471,694 @@ impl Inner {
         }
     }
 
-    fn quarantine(&self, path: &Path, reason: &str) {
+    /// Replays one journal segment into memory; truncates it at a damaged record.
+    fn replay(&self, path: &Path) -> std::io::Result<()> {
+        let f = self.disk.open(path, false)?;
+        let len = f.len()?;
+        let mut bytes = vec![0u8; len as usize];
+        f.read_at(&mut bytes, 0)?;
+        let mut ids: HashMap<u32, u32> = HashMap::new();
+        let mut at = 0usize;
+        let mut idx = lock(&self.index);
+        while at < bytes.len() {
+            match journal::decode(&bytes[at..]) {
+                journal::Decoded::Record(rec, used) => {
+                    for d in rec.defines {
+                        let k = d.key.parts();
+                        let h = key_hash(k);
+                        let sid = match idx.find(h, k) {
+                            Some(sid) => sid,
+                            None => {
+                                let first = rec.samples.iter().find(|s| s.id == d.id).map_or(1, |s| s.time);
+                                let g = idx.group_of(self.cfg.def_for(k, d.kind));
+                                idx.insert(h, d.key.joined().into(), d.kind, g, first.saturating_sub(1))
+                            }
+                        };
+                        ids.insert(d.id, sid);
+                    }
+                    for s in rec.samples {
+                        let Some(&sid) = ids.get(&s.id) else { continue };
+                        let ser = &mut idx.series[sid as usize];
+                        if s.time > ser.last && ser.flags & F_REMOVED == 0 {
+                            ser.last = s.time;
+                            ser.pending.push((s.time, s.value));
+                            self.stats.unflushed_bytes.fetch_add(ENTRY_BYTES, Ordering::Relaxed);
+                        }
+                    }
+                    for key in rec.removes {
+                        let k = key.parts();
+                        if let Some(sid) = idx.find(key_hash(k), k) {
+                            let n = idx.series[sid as usize].pending.len() as u64;
+                            self.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * n, Ordering::Relaxed);
+                            ids.retain(|_, v| *v != sid);
+                            idx.remove(sid);
+                        }
+                    }
+                    at += used;
+                }
+                journal::Decoded::Incomplete | journal::Decoded::Invalid(_) => {
+                    tracing::warn!(path = %path.display(), offset = at, "Truncated the journal at its last good record.");
+                    self.stats.journal_truncated.fetch_add(1, Ordering::Relaxed);
+                    f.set_len(at as u64)?;
+                    f.sync()?;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens one shard at start-up: header, both state tables, the catalog's view of
+    /// its slots. Returns the number of live series, or `None` when the whole file was
+    /// unreadable and quarantined.
+    fn load_shard(
+        &self,
+        path: &Path,
+        id: u32,
+        entries: &HashMap<(u32, u32), (u32, DsKind, u64, String)>,
+        max_inc: &HashMap<(u32, u32), u32>,
+    ) -> std::io::Result<Option<usize>> {
+        let file = self.disk.open(path, false)?;
+        let len = file.len()?;
+        let mut head = vec![0u8; shard::HEADER_LEN as usize];
+        let header = if len >= shard::HEADER_LEN {
+            file.read_at(&mut head, 0)?;
+            shard::decode_header(&head).map_err(|e| e.0)
+        } else {
+            Err("shorter than its header".to_string())
+        };
+        let header = match header {
+            Ok(h) if h.id == id && len >= Layout::new(&h.def, h.capacity).file_len => h,
+            Ok(_) => {
+                self.quarantine_file(path, "shard number or length does not match its header");
+                return Ok(None);
+            }
+            Err(e) => {
+                self.quarantine_file(path, &e);
+                return Ok(None);
+            }
+        };
+        let cap = header.capacity;
+        let layout = Layout::new(&header.def, cap);
+        let mut tables = [vec![0u8; layout.table_len()], vec![0u8; layout.table_len()]];
+        for (c, t) in tables.iter_mut().enumerate() {
+            file.read_at(t, layout.states[c])?;
+        }
+        let def = Arc::new(header.def);
+        // Per slot the valid record with the higher generation; a damaged record
+        // falls back to the other table (a torn state write).
+        let mut merged = tables[0].clone();
+        let mut gen_max = [0u64; 2];
+        let mut states: Vec<Option<State>> = Vec::with_capacity(cap as usize);
+        let mut damaged: Vec<(u32, String)> = Vec::new();
+        let mut damaged_copy = [false; 2];
+        for slot in 0..cap {
+            let r = layout.state_pos(slot);
+            let a = shard::decode_state(id, slot, &def, &tables[0][r.clone()]);
+            let b = shard::decode_state(id, slot, &def, &tables[1][r.clone()]);
+            damaged_copy[0] |= a.is_err();
+            damaged_copy[1] |= b.is_err();
+            if let (Err(e), Ok(Some(_))) | (Ok(Some(_)), Err(e)) = (&a, &b) {
+                // Records never straddle a sector, so this is damage, not a torn write:
+                // the other copy serves, possibly older than what the shard held.
+                self.stats.corrupt_files.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(shard = id, slot, reason = %e, "A state record is damaged; using its other copy.");
+            }
+            let pick = match (a, b) {
+                (Ok(Some(a)), Ok(Some(b))) => Some(if b.gen > a.gen { (1, b) } else { (0, a) }),
+                (Ok(Some(s)), Ok(None)) | (Ok(Some(s)), Err(_)) => Some((0, s)),
+                (Ok(None), Ok(Some(s))) | (Err(_), Ok(Some(s))) => Some((1, s)),
+                (Ok(None), Ok(None)) => None,
+                (Err(e), _) | (_, Err(e)) => {
+                    damaged.push((slot, e.0));
+                    None
+                }
+            };
+            match pick {
+                Some((c, st)) => {
+                    gen_max[c] = gen_max[c].max(st.gen);
+                    merged[r.clone()].copy_from_slice(&tables[c][r]);
+                    states.push(Some(st).filter(|st| st.incarnation != 0));
+                }
+                None => {
+                    merged[r].fill(0);
+                    states.push(None);
+                }
+            }
+        }
+        let cur = usize::from(gen_max[1] > gen_max[0]);
+        let gen = gen_max[0].max(gen_max[1]) + 1;
+        let sh = Arc::new(Shard {
+            id,
+            path: path.to_path_buf(),
+            file,
+            def: def.clone(),
+            layout: layout.clone(),
+            io: RwLock::new(()),
+            cur: AtomicUsize::new(cur),
+            gen: AtomicU64::new(gen),
+        });
+        {
+            let mut shards = write(&self.shards);
+            while shards.len() <= id as usize {
+                shards.push(None);
+            }
+            shards[id as usize] = Some(sh.clone());
+        }
+        let mut live = 0;
+        let mut orphans = damaged;
+        {
+            let mut idx = lock(&self.index);
+            let g = idx.group_of((*def).clone());
+            idx.groups[g as usize].shards.push(id);
+            while idx.shards.len() <= id as usize {
+                idx.shards.push(Slots {
+                    group: g,
+                    slots: Vec::new(),
+                    incs: Vec::new(),
+                    free: Vec::new(),
+                    to_zero: Vec::new(),
+                });
+            }
+            idx.shards[id as usize] = Slots {
+                group: g,
+                slots: vec![NONE; cap as usize],
+                incs: (0..cap)
+                    .map(|s| {
+                        let st = states[s as usize].as_ref().map_or(0, |st| st.incarnation);
+                        max_inc.get(&(id, s)).copied().unwrap_or(0).max(st)
+                    })
+                    .collect(),
+                free: Vec::new(),
+                to_zero: Vec::new(),
+            };
+            for slot in (0..cap).rev() {
+                let st = states[slot as usize].as_ref();
+                let Some((inc, kind, created, key)) = entries.get(&(id, slot)) else {
+                    let removed = max_inc.get(&(id, slot)).copied().unwrap_or(0);
+                    if st.is_some_and(|st| st.incarnation > removed) {
+                        orphans.push((slot, "slot in use but not in the catalog".into()));
+                    } else if st.is_some() {
+                        // A removed series whose slot was not cleared yet.
+                        idx.shards[id as usize].free.push(slot);
+                        idx.shards[id as usize].to_zero.push(slot);
+                    } else if !orphans.iter().any(|o| o.0 == slot) {
+                        idx.shards[id as usize].free.push(slot);
+                    }
+                    continue;
+                };
+                let k = split_key(key);
+                let h = key_hash(k);
+                if idx.find(h, k).is_some() || !valid_parts(k) || def.ds.kind != kind.ds_type() {
+                    tracing::warn!(key, shard = id, slot, "Duplicate or invalid catalog entry; slot freed.");
+                    orphans.push((slot, "duplicate or invalid catalog entry".into()));
+                    continue;
+                }
+                let sid = idx.insert(h, key.as_str().into(), *kind, g, *created);
+                let s = &mut idx.series[sid as usize];
+                s.shard = id;
+                s.slot = slot;
+                s.incarnation = *inc;
+                s.flags = F_CATALOGED;
+                match st {
+                    Some(st) if st.incarnation == *inc => s.last = st.last_up,
+                    // Catalogued but never flushed: it starts empty from the journal.
+                    None => {}
+                    Some(st) if st.incarnation < *inc => {}
+                    Some(_) => s.flags |= F_CORRUPT,
+                }
+                if orphans.iter().any(|o| o.0 == slot) {
+                    s.flags |= F_CORRUPT;
+                }
+                idx.shards[id as usize].slots[slot as usize] = sid;
+                live += 1;
+            }
+        }
+        let mut rewrite = merged != tables[cur];
+        for (slot, reason) in orphans {
+            let sid = lock(&self.index).shards[id as usize].slots[slot as usize];
+            if sid != NONE {
+                continue; // a catalogued series: the flusher quarantines and recreates it
+            }
+            self.quarantine_slot(&sh, slot, "?", &reason);
+            shard::encode_state(id, slot, &State::free(gen), &mut merged[layout.state_pos(slot)]);
+            lock(&self.index).shards[id as usize].free.push(slot);
+            rewrite = true;
+        }
+        // Make the current table hold every current record (after a torn state write
+        // they can be spread over both tables). A record rewritten with the same bytes
+        // survives a tear, and the others are still in the other table.
+        if rewrite {
+            sh.file.write_at(&merged, layout.states[cur])?;
+            sh.file.sync()?;
+        }
+        // A damaged record in the other table is replaced too (the current one now
+        // holds everything, so a tear here loses nothing).
+        if damaged_copy[1 - cur] {
+            sh.file.write_at(&merged, layout.states[1 - cur])?;
+            sh.file.sync()?;
+        }
+        Ok(Some(live))
+    }
+
+    /// Moves a whole unreadable shard file aside.
+    fn quarantine_file(&self, path: &Path, reason: &str) {
+        let stamp = now_secs();
+        let to = self
+            .dir
+            .join("quarantine")
+            .join(format!("{}.{stamp}", path.file_name().and_then(|n| n.to_str()).unwrap_or("shard")));
         self.stats.corrupt_files.fetch_add(1, Ordering::Relaxed);
-        let name = path.strip_prefix(self.dir.join("series")).unwrap_or(path).to_string_lossy().replace('/', "__");
-        let stamp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let to = self.dir.join("quarantine").join(format!("{name}.{stamp}"));
         match self.disk.rename(path, &to) {
             Ok(()) => {
                 self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(path = %path.display(), to = %to.display(), reason, "Quarantined a corrupt series file; recreating it.");
+                tracing::error!(path = %path.display(), to = %to.display(), reason, "Quarantined an unreadable shard; its series start again from the journal.");
+                lock(&self.quarantined).push(Quarantined {
+                    series: "*".into(),
+                    path: to,
+                    reason: reason.into(),
+                    at: stamp,
+                });
             }
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "Could not quarantine a corrupt series file.")
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "Could not quarantine an unreadable shard."),
+        }
+    }
+
+    /// Saves the raw bytes of one slot (both state records and every block) under
+    /// `quarantine/`, so nothing is lost before the slot is reused.
+    fn quarantine_slot(&self, sh: &Shard, slot: u32, series: &str, reason: &str) {
+        self.stats.corrupt_files.fetch_add(1, Ordering::Relaxed);
+        let stamp = now_secs();
+        let mut out = format!(
+            "ganglion quarantined series\nseries {series}\nshard {} slot {slot}\nreason {reason}\nstate records A, B ({} bytes each), then {} blocks of {BLOCK_LEN} bytes, archive by archive\n\n",
+            sh.id,
+            sh.layout.state_len,
+            sh.layout.archives.iter().map(|a| a.1).sum::<u32>(),
+        )
+        .into_bytes();
+        let mut ok = true;
+        for c in 0..2 {
+            let mut b = vec![0u8; sh.layout.state_len];
+            ok &= sh.file.read_at(&mut b, sh.layout.state_off(c, slot)).is_ok();
+            out.extend_from_slice(&b);
+        }
+        for (a, &(_, cols)) in sh.layout.archives.iter().enumerate() {
+            for col in 0..cols {
+                let mut b = [0u8; BLOCK_LEN];
+                ok &= sh.file.read_at(&mut b, sh.layout.block_off(a, col, slot)).is_ok();
+                out.extend_from_slice(&b);
+            }
+        }
+        let name = format!("{}.{:06}-{slot}.{stamp}.slot", series.replace('/', "__"), sh.id);
+        let to = self.dir.join("quarantine").join(name);
+        let saved = self.disk.open(&to, true).and_then(|f| {
+            f.write_at(&out, 0)?;
+            f.sync()
+        });
+        match saved {
+            Ok(()) if ok => {
+                self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(series, shard = sh.id, slot, to = %to.display(), reason, "Quarantined a damaged series; it starts again empty.");
+            }
+            r => {
+                tracing::error!(series, shard = sh.id, slot, error = ?r.err(), reason, "Could not save a damaged series completely; it starts again empty.")
+            }
+        }
+        lock(&self.quarantined).push(Quarantined { series: series.into(), path: to, reason: reason.into(), at: stamp });
+    }
+
+    fn append_catalog(&self, ops: &[catalog::Op]) -> Result<(), FileError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(ops.len() * 64);
+        for op in ops {
+            catalog::encode(op, &mut buf);
+        }
+        let mut c = lock(&self.catalog);
+        let path = self.dir.join("catalog.log");
+        let r = c.file.write_at(&buf, c.len).and_then(|()| c.file.sync());
+        match r {
+            Ok(()) => {
+                c.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                let _ = c.file.set_len(c.len);
+                Err(FileError::Io { path, source })
             }
         }
     }
 
-    /// Writes the pending samples of `keys`: data blocks of all, one barrier, then
-    /// states, then a final sync.
-    fn flush_series(&self, keys: &[SeriesKey]) -> Result<(), FileError> {
-        let mut first_err = None;
-        for chunk in keys.chunks(256) {
-            let mut open: Vec<Applied> = Vec::new();
-            for k in chunk {
-                let (kind, pending) = {
-                    let mut map = lock(&self.series);
-                    let Some(s) = map.get_mut(k) else { continue };
-                    if s.pending.is_empty() {
-                        continue;
-                    }
-                    (s.kind, std::mem::take(&mut s.pending))
-                };
-                match self.apply(k, kind, &pending) {
-                    Ok((f, db)) => open.push((k.clone(), f, db, pending)),
-                    Err(e) => {
-                        self.restore(k, pending);
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-            let mut synced = true;
-            for (_, f, _, _) in &open {
-                if f.sync().is_err() {
-                    synced = false;
-                }
-            }
-            for (k, mut f, db, pending) in open {
-                let r = if synced {
-                    f.write_state(&db).and_then(|()| f.sync())
-                } else {
-                    Err(FileError::Io { path: f.path().to_path_buf(), source: std::io::Error::other("sync failed") })
-                };
-                match r {
-                    Ok(()) => {
-                        self.stats.written.fetch_add(pending.len() as u64, Ordering::Relaxed);
-                        self.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * pending.len() as u64, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                        self.restore(&k, pending);
-                        first_err.get_or_insert(e);
-                    }
+    /// Rewrites the catalog with only the live entries (and, for free slots, the last
+    /// incarnation used, so a later occupant gets a new one).
+    fn compact_catalog(&self) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        {
+            let idx = lock(&self.index);
+            for (shard, sl) in idx.shards.iter().enumerate() {
+                for (slot, &sid) in sl.slots.iter().enumerate() {
+                    let (shard, slot) = (shard as u32, slot as u32);
+                    let s = (sid != NONE).then(|| &idx.series[sid as usize]);
+                    let op = match s {
+                        Some(s) if s.flags & F_CATALOGED != 0 => catalog::Op::Add {
+                            shard,
+                            slot,
+                            incarnation: s.incarnation,
+                            kind: s.kind,
+                            created: s.created,
+                            key: s.key.to_string(),
+                        },
+                        _ if sl.incs[slot as usize] > 0 => {
+                            catalog::Op::Remove { shard, slot, incarnation: sl.incs[slot as usize] }
+                        }
+                        _ => continue,
+                    };
+                    catalog::encode(&op, &mut buf);
                 }
             }
         }
-        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        let path = self.dir.join("catalog.log");
+        let tmp = self.dir.join("catalog.new");
+        let f = self.disk.open(&tmp, true)?;
+        f.set_len(0)?;
+        f.write_at(&buf, 0)?;
+        f.sync()?;
+        drop(f);
+        self.disk.rename(&tmp, &path)?;
+        self.disk.sync_dir(&self.dir)?;
+        let mut c = lock(&self.catalog);
+        c.file = self.disk.open(&path, false)?;
+        c.len = buf.len() as u64;
+        tracing::info!(bytes = buf.len(), "Compacted the catalog.");
+        Ok(())
     }
 
-    fn restore(&self, k: &SeriesKey, mut pending: Vec<(u64, f64)>) {
-        let mut map = lock(&self.series);
-        if let Some(s) = map.get_mut(k) {
-            pending.append(&mut s.pending);
-            s.pending = pending;
+    /// Gives every series that has no shard slot yet one (creating shards as needed).
+    fn place_unplaced(&self) -> std::io::Result<()> {
+        let mut idx = lock(&self.index);
+        let todo: Vec<u32> = idx
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.shard == NONE && s.flags & F_REMOVED == 0 && !s.key.is_empty())
+            .map(|(i, _)| i as u32)
+            .collect();
+        for sid in todo {
+            let g = idx.series[sid as usize].group;
+            let found =
+                idx.groups[g as usize].shards.iter().copied().find(|&sh| !idx.shards[sh as usize].free.is_empty());
+            let shard_id = match found {
+                Some(s) => s,
+                None => {
+                    let def = idx.groups[g as usize].def.clone();
+                    drop(idx);
+                    let id = self.create_shard(def)?;
+                    idx = lock(&self.index);
+                    while idx.shards.len() <= id as usize {
+                        idx.shards.push(Slots {
+                            group: g,
+                            slots: Vec::new(),
+                            incs: Vec::new(),
+                            free: Vec::new(),
+                            to_zero: Vec::new(),
+                        });
+                    }
+                    let cap = read(&self.shards)[id as usize].as_ref().map_or(0, |s| s.layout.capacity);
+                    let sl = &mut idx.shards[id as usize];
+                    sl.group = g;
+                    sl.slots = vec![NONE; cap as usize];
+                    sl.incs = vec![0; cap as usize];
+                    sl.free = (0..cap).rev().collect();
+                    idx.groups[g as usize].shards.push(id);
+                    id
+                }
+            };
+            let sl = &mut idx.shards[shard_id as usize];
+            let slot = sl.free.pop().expect("a shard with a free slot");
+            sl.slots[slot as usize] = sid;
+            sl.to_zero.retain(|&s| s != slot);
+            let inc = sl.incs[slot as usize].wrapping_add(1).max(1);
+            sl.incs[slot as usize] = inc;
+            let s = &mut idx.series[sid as usize];
+            s.shard = shard_id;
+            s.slot = slot;
+            s.incarnation = inc;
+            s.flags &= !F_CATALOGED;
         }
+        Ok(())
     }
 
-    /// Loads (or creates) the file of `k`, applies `pending` and writes the data blocks.
-    fn apply(&self, k: &SeriesKey, kind: DsKind, pending: &[(u64, f64)]) -> Result<(RrdFile, Rrd), FileError> {
-        let path = self.path_of(k);
-        let loaded = if self.disk.exists(&path) {
-            match RrdFile::open(&*self.disk, &path) {
-                Ok(x) => Some(x),
-                Err(FileError::Corrupt { reason, .. }) => {
-                    self.quarantine(&path, &reason);
-                    None
+    /// Creates a shard file: preallocated, header written and synced.
+    fn create_shard(&self, def: Arc<ShardDef>) -> std::io::Result<u32> {
+        let id = read(&self.shards).len() as u32;
+        let per = def.bytes_per_series().max(1);
+        let cap = (64u64 << 20) / per;
+        let cap = (cap.max(16).min(u64::from(self.cfg.opts.shard_slots.clamp(1, shard::MAX_CAPACITY))) as u32).max(1);
+        let layout = Layout::new(&def, cap);
+        let sdir = self.dir.join("shards");
+        let path = sdir.join(format!("{id:06}.gshard"));
+        let file = self.disk.open(&path, true)?;
+        file.set_len(0)?;
+        file.allocate(layout.file_len)?;
+        file.write_at(&shard::encode_header(id, cap, &def), 0)?;
+        file.sync()?;
+        self.disk.sync_dir(&sdir)?;
+        let sh = Arc::new(Shard {
+            id,
+            path,
+            file,
+            def,
+            layout,
+            io: RwLock::new(()),
+            cur: AtomicUsize::new(0),
+            gen: AtomicU64::new(0),
+        });
+        write(&self.shards).push(Some(sh));
+        self.stats.shards.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Writes the pending samples of every series of `sh`: changed column ranges,
+    /// sync, state table into the other copy, sync, then switch.
+    fn flush_shard(&self, sh: &Arc<Shard>) -> Result<(), FileError> {
+        let def = &*sh.def;
+        let cap = sh.layout.capacity;
+        let ioerr = |source| FileError::Io { path: sh.path.clone(), source };
+        // 1. What to write.
+        let (mut work, zero) = {
+            let idx = lock(&self.index);
+            let Some(sl) = idx.shards.get(sh.id as usize) else { return Ok(()) };
+            let mut work = Vec::new();
+            for (slot, &sid) in sl.slots.iter().enumerate() {
+                if sid == NONE {
+                    continue;
                 }
-                Err(e) => return Err(e),
+                let s = &idx.series[sid as usize];
+                let corrupt = s.flags & F_CORRUPT != 0;
+                if s.pending.is_empty() && !corrupt && s.flags & F_CATALOGED != 0 {
+                    continue;
+                }
+                work.push(Work {
+                    sid,
+                    slot: slot as u32,
+                    inc: s.incarnation,
+                    created: s.created,
+                    key: s.key.clone(),
+                    kind: s.kind,
+                    samples: s.pending.clone(),
+                    new_catalog: s.flags & F_CATALOGED == 0,
+                    corrupt: corrupt.then(|| "damaged data found by a read".to_string()),
+                    st: State::fresh(def, 1, 0),
+                });
             }
-        } else {
-            None
+            let zero: Vec<u32> = idx.shards[sh.id as usize].to_zero.clone();
+            (work, zero)
         };
-        let (f, mut db) = match loaded {
-            Some(x) => x,
-            None => {
-                if let Some(parent) = path.parent() {
-                    self.disk.create_dir_all(parent).map_err(|source| FileError::Io { path: path.clone(), source })?;
+        if work.is_empty() && zero.is_empty() {
+            return Ok(());
+        }
+        // 2. Current states.
+        let cur = sh.cur.load(Ordering::Acquire);
+        let mut table = vec![0u8; sh.layout.table_len()];
+        sh.file.read_at(&mut table, sh.layout.states[cur]).map_err(ioerr)?;
+        let mut resets: Vec<usize> = Vec::new();
+        for (wi, w) in work.iter_mut().enumerate() {
+            let rec = &table[sh.layout.state_pos(w.slot)];
+            w.st = match shard::decode_state(sh.id, w.slot, def, rec) {
+                Ok(Some(st)) if st.incarnation == w.inc && w.inc != 0 && !w.new_catalog => st,
+                Ok(_) => State::fresh(def, w.inc, w.created),
+                Err(e) => {
+                    w.corrupt = Some(e.0);
+                    State::fresh(def, w.inc, w.created)
                 }
-                let db = self.new_db(kind, pending.first().map_or(0, |p| p.0 - 1));
-                (RrdFile::create(&*self.disk, &path, &db, false)?, db)
-            }
-        };
-        for (t, v) in pending {
-            if *t > db.last_up && db.update(*t, &[&value_text(*v)]).is_err() {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            };
+            if w.corrupt.is_some() {
+                resets.push(wi);
             }
         }
-        f.write_data(&mut db)?;
-        Ok((f, db))
+        for wi in resets {
+            self.reset_series(sh, &mut work[wi]);
+        }
+        // 3. Columns the new rows land in.
+        let mut touched: Vec<Vec<bool>> = sh.layout.archives.iter().map(|a| vec![false; a.1 as usize]).collect();
+        for w in &work {
+            let to = w.samples.last().map_or(w.st.last_up, |s| s.0).max(w.st.last_up);
+            for (a, t) in touched.iter_mut().enumerate() {
+                let (first, n) = rows_touched(def, a, w.st.last_up, to);
+                let rows = def.rra[a].rows;
+                for k in 0..n {
+                    t[(((first + k) % rows) / BLOCK_ROWS as u64) as usize] = true;
+                }
+            }
+        }
+        let mut cols = Columns { cap: cap as usize, ranges: Vec::new(), lookup: Vec::new() };
+        for (a, t) in touched.iter().enumerate() {
+            let mut lk = vec![NONE; t.len()];
+            let mut c = 0;
+            while c < t.len() {
+                if !t[c] {
+                    c += 1;
+                    continue;
+                }
+                let c0 = c;
+                while c < t.len() && t[c] {
+                    lk[c] = cols.ranges.len() as u32;
+                    c += 1;
+                }
+                let ncols = c - c0;
+                let mut buf = vec![0u8; ncols * cols.cap * BLOCK_LEN];
+                sh.file.read_at(&mut buf, sh.layout.column_off(a, c0 as u32)).map_err(ioerr)?;
+                cols.ranges.push((a, c0 as u32, (c - 1) as u32, buf, vec![false; ncols * cols.cap]));
+            }
+            cols.lookup.push(lk);
+        }
+        // 4. Check the blocks about to change (or start them empty).
+        for w in &mut work {
+            if let Err(reason) = prepare_blocks(sh, &mut cols, w) {
+                w.corrupt = Some(reason);
+                self.reset_series(sh, w);
+                prepare_blocks(sh, &mut cols, w).expect("an empty series needs no check");
+            }
+        }
+        // 5. Apply.
+        let mut dropped = 0;
+        let mut written = 0u64;
+        for w in &mut work {
+            let slot = w.slot;
+            let n_before = w.samples.len();
+            dropped += apply_samples(def, &mut w.st, &w.samples, |a, row, v| {
+                let col = (row / BLOCK_ROWS as u64) as u32;
+                let (b, _) = cols.block(a, col, slot);
+                shard::set_block_value(b, (row % BLOCK_ROWS as u64) as usize, v);
+            });
+            written += n_before as u64;
+            w.st.gen = sh.gen.load(Ordering::Relaxed) + 1;
+        }
+        if dropped > 0 {
+            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        // 6. Seal and write the columns, then the catalog, then sync.
+        let incs: HashMap<u32, u32> = work.iter().map(|w| (w.slot, w.inc)).collect();
+        for (a, c0, _, buf, dirty) in &mut cols.ranges {
+            for (k, d) in dirty.iter().enumerate() {
+                if *d {
+                    let col = *c0 + (k / cols.cap) as u32;
+                    let slot = (k % cols.cap) as u32;
+                    let inc = incs.get(&slot).copied().unwrap_or(0);
+                    shard::seal_block(sh.id, slot, *a, col, inc, &mut buf[k * BLOCK_LEN..(k + 1) * BLOCK_LEN]);
+                }
+            }
+        }
+        let write_err = |e: FileError| {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            e
+        };
+        {
+            let _w = write(&sh.io);
+            for (a, c0, _, buf, _) in &cols.ranges {
+                sh.file.write_at(buf, sh.layout.column_off(*a, *c0)).map_err(ioerr).map_err(write_err)?;
+            }
+        }
+        let adds: Vec<catalog::Op> = work
+            .iter()
+            .filter(|w| w.new_catalog)
+            .map(|w| catalog::Op::Add {
+                shard: sh.id,
+                slot: w.slot,
+                incarnation: w.inc,
+                kind: w.kind,
+                created: w.created,
+                key: w.key.to_string(),
+            })
+            .collect();
+        self.append_catalog(&adds).map_err(write_err)?;
+        sh.file.sync().map_err(ioerr).map_err(write_err)?;
+        // 7. States into the other table.
+        for w in &work {
+            shard::encode_state(sh.id, w.slot, &w.st, &mut table[sh.layout.state_pos(w.slot)]);
+        }
+        let gen = sh.gen.load(Ordering::Relaxed) + 1;
+        for &slot in &zero {
+            shard::encode_state(sh.id, slot, &State::free(gen), &mut table[sh.layout.state_pos(slot)]);
+        }
+        let other = 1 - cur;
+        {
+            let _w = write(&sh.io);
+            sh.file.write_at(&table, sh.layout.states[other]).map_err(ioerr).map_err(write_err)?;
+        }
+        sh.file.sync().map_err(ioerr).map_err(write_err)?;
+        // 8. Switch: the new states are current, the samples in them leave memory.
+        {
+            let _w = write(&sh.io);
+            let mut idx = lock(&self.index);
+            sh.cur.store(other, Ordering::Release);
+            sh.gen.fetch_add(1, Ordering::Relaxed);
+            let sl = &mut idx.shards[sh.id as usize];
+            sl.to_zero.retain(|s| !zero.contains(s));
+            for w in &work {
+                let s = &mut idx.series[w.sid as usize];
+                if s.flags & F_REMOVED != 0 || s.slot != w.slot {
+                    continue;
+                }
+                s.pending.drain(..w.samples.len().min(s.pending.len()));
+                if s.pending.capacity() > 4 * s.pending.len().max(8) {
+                    s.pending.shrink_to_fit();
+                }
+                s.flags = F_CATALOGED;
+                s.incarnation = w.inc;
+                s.created = w.created;
+            }
+        }
+        self.stats.written.fetch_add(written, Ordering::Relaxed);
+        self.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * written, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// The flusher thread: group-commit syncs and spread-out series flushes.
+    /// Quarantines the slot of `w` and starts the series again empty (new incarnation)
+    /// from its first unflushed sample.
+    fn reset_series(&self, sh: &Shard, w: &mut Work) {
+        let reason = w.corrupt.clone().unwrap_or_default();
+        self.quarantine_slot(sh, w.slot, &w.key, &reason);
+        let start = w.samples.first().map_or(w.st.last_up, |s| s.0.saturating_sub(1));
+        let inc = {
+            let mut idx = lock(&self.index);
+            let sl = &mut idx.shards[sh.id as usize];
+            let inc = sl.incs[w.slot as usize].wrapping_add(1).max(1);
+            sl.incs[w.slot as usize] = inc;
+            inc
+        };
+        w.inc = inc;
+        w.created = start;
+        w.new_catalog = true;
+        w.st = State::fresh(&sh.def, inc, start);
+    }
+
+    /// The flusher thread: group-commit syncs and spread-out shard flushes.
     fn background(self: Arc<Self>) {
         let tick = Duration::from_millis(50);
         let mut last_sync = Instant::now();
-        let mut order: Vec<SeriesKey> = Vec::new();
+        let mut order: Vec<Arc<Shard>> = Vec::new();
         let mut pos = 0usize;
         let mut boundary = 0u64;
         let mut cycle_ok = true;
@@ -790,17 +2172,28 @@ impl Inner {
                 }
             }
             if pos >= order.len() {
-                // A cycle ended: every series was flushed after `boundary` was opened.
+                // A cycle ended: every shard was flushed after `boundary` was opened.
                 if cycle_ok && boundary > 0 {
                     self.drop_segments_before(boundary);
                 }
                 let _g = lock(&self.flush_lock);
-                order = lock(&self.series).keys().cloned().collect();
+                if let Err(e) = self.place_unplaced() {
+                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "Could not create a shard; retrying.");
+                    continue;
+                }
+                order = read(&self.shards).iter().flatten().cloned().collect();
                 order.shuffle(&mut rand::thread_rng());
                 pos = 0;
                 cycle_ok = true;
                 cycle_start = Instant::now();
-                boundary = self.rotate().unwrap_or_default();
+                boundary = match self.rotate() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not start a journal segment.");
+                        0
+                    }
+                };
             }
             // Spread the cycle over the flush interval; go faster when memory is tight.
             let period = Duration::from_secs(self.cfg.flush_interval_secs.max(1));
@@ -808,17 +2201,155 @@ impl Inner {
                 ((cycle_start.elapsed().as_secs_f64() / period.as_secs_f64()) * order.len() as f64).ceil() as usize;
             let mut target = due.min(order.len());
             if self.stats.unflushed_bytes.load(Ordering::Relaxed) > self.cfg.max_unflushed_bytes {
-                target = (pos + 1024).min(order.len());
+                target = target.max((pos + 1).min(order.len()));
             }
-            if target > pos {
+            while pos < target && !self.closed.load(Ordering::SeqCst) {
                 let _g = lock(&self.flush_lock);
-                if self.flush_series(&order[pos..target]).is_err() {
-                    cycle_ok = false;
+                match self.flush_shard(&order[pos]) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        cycle_ok = false;
+                        tracing::warn!(error = %e, "Shard flush failed; its samples stay in the journal.");
+                    }
                 }
-                pos = target;
+                self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                pos += 1;
             }
         }
     }
+
+    /// Reads every data block that holds rows and checks it; damaged series are
+    /// flagged (the flusher quarantines them). Logs progress.
+    fn scan_all(self: Arc<Self>) {
+        let t0 = Instant::now();
+        let shards: Vec<Arc<Shard>> = read(&self.shards).iter().flatten().cloned().collect();
+        let total = shards.len();
+        let mut last_log = Instant::now();
+        let mut bad = 0u64;
+        for (i, sh) in shards.iter().enumerate() {
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            bad += self.scan_shard(sh);
+            self.stats.scan_shards.fetch_add(1, Ordering::Relaxed);
+            if last_log.elapsed() >= Duration::from_secs(10) {
+                last_log = Instant::now();
+                tracing::info!(
+                    done = i + 1,
+                    total,
+                    blocks = self.stats.scan_blocks.load(Ordering::Relaxed),
+                    "Block scan in progress."
+                );
+            }
+        }
+        self.stats.scan_done.store(1, Ordering::Relaxed);
+        tracing::info!(
+            shards = total,
+            blocks = self.stats.scan_blocks.load(Ordering::Relaxed),
+            damaged_series = bad,
+            secs = t0.elapsed().as_secs_f64(),
+            "Block scan complete."
+        );
+    }
+
+    /// Checks one shard's blocks; returns how many series were found damaged.
+    fn scan_shard(&self, sh: &Shard) -> u64 {
+        let _g = lock(&self.flush_lock);
+        let def = &*sh.def;
+        // Slots with a current state, from the current table.
+        let who: Vec<(u32, u32)> = {
+            let idx = lock(&self.index);
+            let Some(sl) = idx.shards.get(sh.id as usize) else { return 0 };
+            sl.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, &sid)| sid != NONE && idx.series[sid as usize].flags & F_CATALOGED != 0)
+                .map(|(slot, &sid)| (slot as u32, sid))
+                .collect()
+        };
+        let mut table = vec![0u8; sh.layout.table_len()];
+        let cur = sh.cur.load(Ordering::Acquire);
+        if sh.file.read_at(&mut table, sh.layout.states[cur]).is_err() {
+            return 0;
+        }
+        let mut states: Vec<(u32, u32, State)> = Vec::new();
+        for (slot, sid) in who {
+            if let Ok(Some(st)) = shard::decode_state(sh.id, slot, def, &table[sh.layout.state_pos(slot)]) {
+                let inc = lock(&self.index).series[sid as usize].incarnation;
+                if st.incarnation != 0 && st.incarnation == inc {
+                    states.push((slot, sid, st));
+                }
+            }
+        }
+        let mut damaged: Vec<u32> = Vec::new();
+        let mut buf = vec![0u8; sh.layout.column_len()];
+        let mut checked = 0u64;
+        for (a, &(_, ncols)) in sh.layout.archives.iter().enumerate() {
+            for col in 0..ncols {
+                if sh.file.read_at(&mut buf, sh.layout.column_off(a, col)).is_err() {
+                    continue;
+                }
+                for (slot, sid, st) in &states {
+                    if !shard::block_has_rows(def, st, a, col) || damaged.contains(sid) {
+                        continue;
+                    }
+                    let b = &buf[*slot as usize * BLOCK_LEN..(*slot as usize + 1) * BLOCK_LEN];
+                    checked += 1;
+                    match shard::check_block(sh.id, *slot, a, col, b) {
+                        Ok(inc) if inc == st.incarnation => {}
+                        _ => damaged.push(*sid),
+                    }
+                }
+            }
+        }
+        self.stats.scan_blocks.fetch_add(checked, Ordering::Relaxed);
+        if !damaged.is_empty() {
+            let mut idx = lock(&self.index);
+            for sid in &damaged {
+                idx.series[*sid as usize].flags |= F_CORRUPT;
+                tracing::error!(series = %idx.series[*sid as usize].key, shard = sh.id, "Block scan found damaged data; the series will be quarantined.");
+            }
+        }
+        damaged.len() as u64
+    }
+}
+
+/// Makes every block `w`'s samples will write ready in `cols`: a block that already
+/// holds rows of the series is checked (CRC, incarnation); one that does not starts
+/// as unknowns.
+///
+/// # Errors
+/// The reason, when a block that should hold rows is damaged.
+fn prepare_blocks(sh: &Shard, cols: &mut Columns, w: &Work) -> Result<(), String> {
+    let def = &*sh.def;
+    let to = w.samples.last().map_or(w.st.last_up, |s| s.0).max(w.st.last_up);
+    for a in 0..def.rra.len() {
+        let rows = def.rra[a].rows;
+        let (first, n) = rows_touched(def, a, w.st.last_up, to);
+        let mut last_col = u32::MAX;
+        for k in 0..n {
+            let col = (((first + k) % rows) / BLOCK_ROWS as u64) as u32;
+            if col == last_col {
+                continue;
+            }
+            last_col = col;
+            let (b, dirty) = cols.block(a, col, w.slot);
+            if *dirty {
+                continue;
+            }
+            if shard::block_has_rows(def, &w.st, a, col) {
+                match shard::check_block(sh.id, w.slot, a, col, b) {
+                    Ok(inc) if inc == w.inc => {}
+                    Ok(_) => return Err(format!("archive {a} column {col} holds another series' block")),
+                    Err(e) => return Err(e.0),
+                }
+            } else {
+                shard::clear_block(b);
+            }
+            *dirty = true;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `rrdtool fetch`: archive choice and row labelling (rrd.md §1.6).
 
-use super::{Cf, Rrd, DNAN};
+use super::{Cf, RraDef, Rrd, DNAN};
 
 /// Rows returned by a fetch. Row `i` is labelled `start + (i+1)·step` and covers
 /// `(start + i·step, start + (i+1)·step]`, as rrdtool prints them.
@@ -34,6 +34,54 @@ pub enum FetchError {
     NoMatchingCf,
 }
 
+/// Chooses the archive for `cf` over `[start, end]` at `resolution` seconds the way
+/// `rrd_fetch.c` does, for archives `rra` of a database with `step` last updated at
+/// `last_up`. Returns its index.
+///
+/// # Errors
+/// [`FetchError::NoMatchingCf`].
+pub fn choose_rra(
+    step: u64,
+    rra: &[RraDef],
+    last_up: u64,
+    cf: Cf,
+    start: u64,
+    end: u64,
+    resolution: u64,
+) -> Result<usize, FetchError> {
+    let (mut best_full, mut best_part) = (None::<usize>, None::<usize>);
+    let (mut best_full_diff, mut best_part_diff, mut best_match) = (0i64, 0i64, 0i64);
+    for (i, r) in rra.iter().enumerate() {
+        if !(r.cf == cf || r.pdp_cnt == 1) {
+            continue;
+        }
+        let rra_step = step * r.pdp_cnt;
+        let cal_end = last_up - last_up % rra_step;
+        let cal_start = cal_end as i64 - (rra_step * r.rows) as i64;
+        let full_match = end as i64 - start as i64;
+        // Ties between partial matches also go to the closest resolution (found by the
+        // differential test: two archives with the same coverage start).
+        let tmp_step_diff = (resolution as i64 - rra_step as i64).abs();
+        if cal_start <= start as i64 {
+            if best_full.is_none() || tmp_step_diff < best_full_diff {
+                best_full = Some(i);
+                best_full_diff = tmp_step_diff;
+            }
+        } else {
+            let tmp_match = full_match - (cal_start - start as i64);
+            if best_part.is_none()
+                || best_match < tmp_match
+                || (best_match == tmp_match && tmp_step_diff < best_part_diff)
+            {
+                best_part = Some(i);
+                best_match = tmp_match;
+                best_part_diff = tmp_step_diff;
+            }
+        }
+    }
+    best_full.or(best_part).ok_or(FetchError::NoMatchingCf)
+}
+
 impl Rrd {
     /// Chooses the archive for `cf` over `[start, end]` at `resolution` seconds the way
     /// `rrd_fetch.c` does. Returns its index.
@@ -41,37 +89,7 @@ impl Rrd {
     /// # Errors
     /// [`FetchError::NoMatchingCf`].
     pub fn choose_rra(&self, cf: Cf, start: u64, end: u64, resolution: u64) -> Result<usize, FetchError> {
-        let (mut best_full, mut best_part) = (None::<usize>, None::<usize>);
-        let (mut best_full_diff, mut best_part_diff, mut best_match) = (0i64, 0i64, 0i64);
-        for (i, r) in self.rra.iter().enumerate() {
-            if !(r.cf == cf || r.pdp_cnt == 1) {
-                continue;
-            }
-            let rra_step = self.step * r.pdp_cnt;
-            let cal_end = self.last_up - self.last_up % rra_step;
-            let cal_start = cal_end as i64 - (rra_step * r.rows) as i64;
-            let full_match = end as i64 - start as i64;
-            // Ties between partial matches also go to the closest resolution (found by
-            // the differential test: two archives with the same coverage start).
-            let tmp_step_diff = (resolution as i64 - rra_step as i64).abs();
-            if cal_start <= start as i64 {
-                if best_full.is_none() || tmp_step_diff < best_full_diff {
-                    best_full = Some(i);
-                    best_full_diff = tmp_step_diff;
-                }
-            } else {
-                let tmp_match = full_match - (cal_start - start as i64);
-                if best_part.is_none()
-                    || best_match < tmp_match
-                    || (best_match == tmp_match && tmp_step_diff < best_part_diff)
-                {
-                    best_part = Some(i);
-                    best_match = tmp_match;
-                    best_part_diff = tmp_step_diff;
-                }
-            }
-        }
-        best_full.or(best_part).ok_or(FetchError::NoMatchingCf)
+        choose_rra(self.step, &self.rra, self.last_up, cf, start, end, resolution)
     }
 
     /// `rrdtool fetch FILE CF -s start -e end -r resolution`.

@@ -14,7 +14,7 @@ mod fetch;
 
 pub use def::{Cf, DefError, DsDef, DsType, RraDef};
 pub use diff::{rrd_diff, LAST_DS_LEN};
-pub use fetch::{FetchError, Fetched};
+pub use fetch::{choose_rra, FetchError, Fetched};
 
 /// The NaN that rrdtool stores and prints (`-nan` on x86-64 glibc): the sign bit is set
 /// because it comes from the processor's default NaN. Kept so values round-trip bit for
@@ -85,7 +85,8 @@ pub struct Rrd {
 /// More dirty rows than this and the writer just rewrites every block.
 const MAX_DIRTY_ROWS: usize = 4096;
 
-fn truncate_reading(v: &str) -> String {
+/// A reading as rrdtool keeps it (`LAST_DS_LEN` − 1 bytes at most).
+pub fn truncate_reading(v: &str) -> String {
     let mut end = v.len().min(LAST_DS_LEN - 1);
     while !v.is_char_boundary(end) {
         end -= 1;
@@ -174,139 +175,19 @@ impl Rrd {
         for (p, v) in self.pdp.iter_mut().zip(vals) {
             p.last_ds = truncate_reading(v);
         }
-
-        let step = self.step;
-        let proc_pdp_age = self.last_up % step;
-        let proc_pdp_st = self.last_up - proc_pdp_age;
-        let occu_pdp_age = t % step;
-        let occu_pdp_st = t - occu_pdp_age;
-        let (pre_int, post_int) = if occu_pdp_st > proc_pdp_st {
-            ((occu_pdp_st - self.last_up) as f64, occu_pdp_age as f64)
-        } else {
-            (interval, 0.0)
+        let defs = Defs { step: self.step, ds: &self.ds, rra: &self.rra };
+        let mut live = RrdLive {
+            pdp: &mut self.pdp,
+            cdp: &mut self.cdp,
+            cur_row: &mut self.cur_row,
+            data: &mut self.data,
+            dirty: &mut self.dirty,
+            rra: &self.rra,
+            ds_cnt: self.ds.len(),
         };
-        let proc_pdp_cnt = proc_pdp_st / step;
-        let elapsed = (occu_pdp_st - proc_pdp_st) / step;
-
-        if elapsed == 0 {
-            self.simple_update(interval, &pdp_new);
-        } else if elapsed >= 2 && proc_pdp_age != 0 {
-            // rrdtool 1.7 closes the partly filled PDP on its own first (rrd.md §1.3):
-            // it gets the share of this update that falls into it, and the heartbeat is
-            // checked against that share only.
-            let split = (step - proc_pdp_age) as f64;
-            let share = |f: f64| -> Vec<f64> {
-                pdp_new.iter().map(|&p| if p.is_nan() { DNAN } else { p / interval * f }).collect()
-            };
-            let first = share(split);
-            self.close_pdps(split, split, 0.0, 1, proc_pdp_cnt, &first);
-            let rest = share(interval - split);
-            self.close_pdps(interval - split, pre_int - split, post_int, elapsed - 1, proc_pdp_cnt + 1, &rest);
-        } else {
-            self.close_pdps(interval, pre_int, post_int, elapsed, proc_pdp_cnt, &pdp_new);
-        }
+        advance(&defs, &mut live, self.last_up, t, &pdp_new);
         self.last_up = t;
         Ok(())
-    }
-
-    fn simple_update(&mut self, interval: f64, pdp_new: &[f64]) {
-        for (p, &n) in self.pdp.iter_mut().zip(pdp_new) {
-            if n.is_nan() {
-                p.unkn_sec += interval.floor() as u64;
-            } else if p.val.is_nan() {
-                p.val = n;
-            } else {
-                p.val += n;
-            }
-        }
-    }
-
-    /// rrdtool's `process_all_pdp_st` + `update_all_cdp_prep` + `write_to_rras` for an
-    /// update (or the part of one) that closes `elapsed` PDPs.
-    fn close_pdps(
-        &mut self,
-        interval: f64,
-        pre_int: f64,
-        post_int: f64,
-        elapsed: u64,
-        proc_pdp_cnt: u64,
-        pdp_new: &[f64],
-    ) {
-        let step = self.step;
-        let diff_pdp_st = elapsed * step;
-        let mut pdp_temp = vec![DNAN; self.ds.len()];
-        for (i, d) in self.ds.iter().enumerate() {
-            let p = &mut self.pdp[i];
-            let n = pdp_new[i];
-            let mut pre_unknown = 0.0;
-            if n.is_nan() {
-                pre_unknown = pre_int;
-            } else {
-                if p.val.is_nan() {
-                    p.val = 0.0;
-                }
-                p.val += n / interval * pre_int;
-            }
-            pdp_temp[i] = if interval > d.heartbeat as f64 || (step as f64 / 2.0) < p.unkn_sec as f64 {
-                DNAN
-            } else {
-                p.val / ((diff_pdp_st.wrapping_sub(p.unkn_sec)) as f64 - pre_unknown)
-            };
-            if n.is_nan() {
-                p.unkn_sec = post_int.floor() as u64;
-                p.val = DNAN;
-            } else {
-                p.unkn_sec = 0;
-                p.val = n / interval * post_int;
-            }
-        }
-
-        let ds_cnt = self.ds.len();
-        for r in 0..self.rra.len() {
-            let def = self.rra[r].clone();
-            let start_pdp_offset = def.pdp_cnt - proc_pdp_cnt % def.pdp_cnt;
-            let rra_step_cnt =
-                if start_pdp_offset <= elapsed { (elapsed - start_pdp_offset) / def.pdp_cnt + 1 } else { 0 };
-            for (i, &pt) in pdp_temp.iter().enumerate() {
-                let c = &mut self.cdp[r * ds_cnt + i];
-                if def.pdp_cnt > 1 {
-                    update_cdp(c, def.cf, pt, rra_step_cnt, elapsed, start_pdp_offset, def.pdp_cnt, def.xff);
-                } else {
-                    c.primary = pt;
-                    c.secondary = pt;
-                }
-            }
-            if rra_step_cnt > 0 {
-                self.write_rows(r, rra_step_cnt);
-            }
-        }
-    }
-
-    /// Writes the primary row and `count - 1` secondary rows of archive `r`. Rows beyond
-    /// the archive's length would only overwrite each other, so they are skipped; the
-    /// final contents are the same.
-    fn write_rows(&mut self, r: usize, count: u64) {
-        let rows = self.rra[r].rows;
-        let ds_cnt = self.ds.len();
-        let base = self.rra_offset(r);
-        let skip = count.saturating_sub(rows);
-        let mut row = (self.cur_row[r] + skip) % rows;
-        for k in skip..count {
-            row = (row + 1) % rows;
-            for i in 0..ds_cnt {
-                let c = &self.cdp[r * ds_cnt + i];
-                let v = if k == 0 { c.primary } else { c.secondary };
-                self.data[base + row as usize * ds_cnt + i] = v;
-            }
-            if let Some(d) = &mut self.dirty {
-                if d.len() >= MAX_DIRTY_ROWS {
-                    self.dirty = None;
-                } else {
-                    d.push((r as u32, row as u32));
-                }
-            }
-        }
-        self.cur_row[r] = row;
     }
 
     /// Value of archive `r`, row `row` (physical), data source `ds`.
@@ -315,9 +196,210 @@ impl Rrd {
     }
 }
 
-/// rrdtool's `update_pdp_prep` for one data source: the reading as rate·seconds for the
-/// interval, or NaN when unknown.
-fn reading_to_pdp(d: &DsDef, last_ds: &str, v: &str, interval: f64) -> Result<f64, UpdateError> {
+/// Definitions the update algorithm needs, borrowed from wherever they live.
+#[derive(Clone, Copy, Debug)]
+pub struct Defs<'a> {
+    pub step: u64,
+    pub ds: &'a [DsDef],
+    pub rra: &'a [RraDef],
+}
+
+/// The live state an update advances, wherever it is kept: [`Rrd`] keeps it with all
+/// rows in memory, the engine keeps a compact record per series and sends rows to the
+/// blocks of a shard file. `cdp` is indexed `rra * ds_cnt + ds` like [`Rrd::cdp`].
+pub trait Live {
+    /// Σ rate·seconds (`val`) and unknown seconds of the PDP in progress of `ds`.
+    fn pdp(&mut self, ds: usize) -> (&mut f64, &mut u64);
+    fn cdp(&mut self, i: usize) -> &mut CdpPrep;
+    /// The row of archive `rra` written last.
+    fn cur_row(&mut self, rra: usize) -> &mut u64;
+    /// Stores value `v` of data source `ds` in row `row` of archive `rra`.
+    fn put(&mut self, rra: usize, row: u64, ds: usize, v: f64);
+}
+
+struct RrdLive<'a> {
+    pdp: &'a mut [PdpPrep],
+    cdp: &'a mut [CdpPrep],
+    cur_row: &'a mut [u64],
+    data: &'a mut [f64],
+    dirty: &'a mut Option<Vec<(u32, u32)>>,
+    rra: &'a [RraDef],
+    ds_cnt: usize,
+}
+
+impl Live for RrdLive<'_> {
+    fn pdp(&mut self, ds: usize) -> (&mut f64, &mut u64) {
+        let p = &mut self.pdp[ds];
+        (&mut p.val, &mut p.unkn_sec)
+    }
+    fn cdp(&mut self, i: usize) -> &mut CdpPrep {
+        &mut self.cdp[i]
+    }
+    fn cur_row(&mut self, rra: usize) -> &mut u64 {
+        &mut self.cur_row[rra]
+    }
+    fn put(&mut self, rra: usize, row: u64, ds: usize, v: f64) {
+        let base = self.rra[..rra].iter().map(|a| a.rows as usize).sum::<usize>() * self.ds_cnt;
+        self.data[base + row as usize * self.ds_cnt + ds] = v;
+        if ds == 0 {
+            if let Some(d) = self.dirty {
+                if d.len() >= MAX_DIRTY_ROWS {
+                    *self.dirty = None;
+                } else {
+                    d.push((rra as u32, row as u32));
+                }
+            }
+        }
+    }
+}
+
+/// Most data sources whose scratch values live on the stack during an update.
+const STACK_DS: usize = 8;
+
+/// Runs `f` with a scratch slice of `n` NaNs, on the stack when small.
+fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
+    if n <= STACK_DS {
+        let mut a = [DNAN; STACK_DS];
+        f(&mut a[..n])
+    } else {
+        f(&mut vec![DNAN; n])
+    }
+}
+
+/// The part of `rrdtool update` after the readings became PDP contributions: advances
+/// `live` from `last_up` to `t` (`t > last_up`) with `pdp_new` (one per data source,
+/// NaN = unknown) and writes every completed row through [`Live::put`]. The caller
+/// sets its last update time to `t` afterwards.
+pub fn advance<L: Live + ?Sized>(d: &Defs<'_>, live: &mut L, last_up: u64, t: u64, pdp_new: &[f64]) {
+    let interval = (t - last_up) as f64;
+    let step = d.step;
+    let proc_pdp_age = last_up % step;
+    let proc_pdp_st = last_up - proc_pdp_age;
+    let occu_pdp_age = t % step;
+    let occu_pdp_st = t - occu_pdp_age;
+    let (pre_int, post_int) =
+        if occu_pdp_st > proc_pdp_st { ((occu_pdp_st - last_up) as f64, occu_pdp_age as f64) } else { (interval, 0.0) };
+    let proc_pdp_cnt = proc_pdp_st / step;
+    let elapsed = (occu_pdp_st - proc_pdp_st) / step;
+
+    if elapsed == 0 {
+        for (i, &n) in pdp_new.iter().enumerate() {
+            let (val, unkn) = live.pdp(i);
+            if n.is_nan() {
+                *unkn += interval.floor() as u64;
+            } else if val.is_nan() {
+                *val = n;
+            } else {
+                *val += n;
+            }
+        }
+    } else if elapsed >= 2 && proc_pdp_age != 0 {
+        // rrdtool 1.7 closes the partly filled PDP on its own first (rrd.md §1.3): it
+        // gets the share of this update that falls into it, and the heartbeat is
+        // checked against that share only.
+        let split = (step - proc_pdp_age) as f64;
+        with_scratch(pdp_new.len(), |share| {
+            for (s, &p) in share.iter_mut().zip(pdp_new) {
+                *s = if p.is_nan() { DNAN } else { p / interval * split };
+            }
+            close_pdps(d, live, split, split, 0.0, 1, proc_pdp_cnt, share);
+            for (s, &p) in share.iter_mut().zip(pdp_new) {
+                *s = if p.is_nan() { DNAN } else { p / interval * (interval - split) };
+            }
+            close_pdps(d, live, interval - split, pre_int - split, post_int, elapsed - 1, proc_pdp_cnt + 1, share);
+        });
+    } else {
+        close_pdps(d, live, interval, pre_int, post_int, elapsed, proc_pdp_cnt, pdp_new);
+    }
+}
+
+/// rrdtool's `process_all_pdp_st` + `update_all_cdp_prep` + `write_to_rras` for an
+/// update (or the part of one) that closes `elapsed` PDPs.
+#[allow(clippy::too_many_arguments)] // mirrors the C function so the two read alike
+fn close_pdps<L: Live + ?Sized>(
+    d: &Defs<'_>,
+    live: &mut L,
+    interval: f64,
+    pre_int: f64,
+    post_int: f64,
+    elapsed: u64,
+    proc_pdp_cnt: u64,
+    pdp_new: &[f64],
+) {
+    let step = d.step;
+    let diff_pdp_st = elapsed * step;
+    with_scratch(d.ds.len(), |pdp_temp| {
+        for (i, def) in d.ds.iter().enumerate() {
+            let (val, unkn_sec) = live.pdp(i);
+            let n = pdp_new[i];
+            let mut pre_unknown = 0.0;
+            if n.is_nan() {
+                pre_unknown = pre_int;
+            } else {
+                if val.is_nan() {
+                    *val = 0.0;
+                }
+                *val += n / interval * pre_int;
+            }
+            pdp_temp[i] = if interval > def.heartbeat as f64 || (step as f64 / 2.0) < *unkn_sec as f64 {
+                DNAN
+            } else {
+                *val / ((diff_pdp_st.wrapping_sub(*unkn_sec)) as f64 - pre_unknown)
+            };
+            if n.is_nan() {
+                *unkn_sec = post_int.floor() as u64;
+                *val = DNAN;
+            } else {
+                *unkn_sec = 0;
+                *val = n / interval * post_int;
+            }
+        }
+
+        let ds_cnt = d.ds.len();
+        for (r, def) in d.rra.iter().enumerate() {
+            let start_pdp_offset = def.pdp_cnt - proc_pdp_cnt % def.pdp_cnt;
+            let rra_step_cnt =
+                if start_pdp_offset <= elapsed { (elapsed - start_pdp_offset) / def.pdp_cnt + 1 } else { 0 };
+            for (i, &pt) in pdp_temp.iter().enumerate() {
+                let c = live.cdp(r * ds_cnt + i);
+                if def.pdp_cnt > 1 {
+                    update_cdp(c, def.cf, pt, rra_step_cnt, elapsed, start_pdp_offset, def.pdp_cnt, def.xff);
+                } else {
+                    c.primary = pt;
+                    c.secondary = pt;
+                }
+            }
+            if rra_step_cnt > 0 {
+                write_rows(live, r, def.rows, ds_cnt, rra_step_cnt);
+            }
+        }
+    });
+}
+
+/// Writes the primary row and `count - 1` secondary rows of archive `r`. Rows beyond
+/// the archive's length would only overwrite each other, so they are skipped; the final
+/// contents are the same.
+fn write_rows<L: Live + ?Sized>(live: &mut L, r: usize, rows: u64, ds_cnt: usize, count: u64) {
+    let skip = count.saturating_sub(rows);
+    let mut row = (*live.cur_row(r) + skip) % rows;
+    for k in skip..count {
+        row = (row + 1) % rows;
+        for i in 0..ds_cnt {
+            let c = *live.cdp(r * ds_cnt + i);
+            let v = if k == 0 { c.primary } else { c.secondary };
+            live.put(r, row, i, v);
+        }
+    }
+    *live.cur_row(r) = row;
+}
+
+/// rrdtool's `update_pdp_prep` for one data source: the reading `v` (text, as given to
+/// `rrdtool update`) as rate·seconds for the interval, or NaN when unknown; `last_ds` is
+/// the previous reading as stored (at most 29 bytes, `U` when unknown).
+///
+/// # Errors
+/// [`UpdateError::NotInteger`] / [`UpdateError::NotFloat`] as rrdtool refuses them.
+pub fn reading_to_pdp(d: &DsDef, last_ds: &str, v: &str, interval: f64) -> Result<f64, UpdateError> {
     let hb_ok = d.heartbeat as f64 >= interval;
     // After a heartbeat violation the previous reading is not used for a diff.
     let last_known = hb_ok && !last_ds.starts_with('U');
