@@ -34,8 +34,10 @@ pub struct LoadgenArgs {
     /// Seconds to measure after all hosts connected.
     #[arg(long, default_value_t = 20)]
     duration_secs: u64,
-    /// Batches in flight per host before waiting for acks.
-    #[arg(long, default_value_t = 4)]
+    /// Batches in flight per host before waiting for acks; the agent's window. Acks
+    /// come after the storage journal's group commit, so a small window measures the
+    /// fsync interval, not the collector.
+    #[arg(long, default_value_t = 64)]
     window: u64,
     /// Milliseconds between a host's batches; 0 sends as fast as acks come back.
     #[arg(long, default_value_t = 0)]
