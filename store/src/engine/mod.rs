@@ -195,7 +195,8 @@ pub struct StoreOptions {
     /// with.
     pub rules: Vec<ArchiveRule>,
     /// Most series per shard file (fewer for series with large archives, so a shard
-    /// file stays near 64 MiB).
+    /// file stays below about 256 MiB). A new shard is sized for the series waiting
+    /// for a place, rounded up to 64.
     pub shard_slots: u32,
     /// Verify every data block in the background after start-up.
     pub scan_blocks: bool,
@@ -203,7 +204,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
-        StoreOptions { rules: Vec::new(), shard_slots: 1024, scan_blocks: true }
+        StoreOptions { rules: Vec::new(), shard_slots: 16_384, scan_blocks: true }
     }
 }
 
@@ -353,6 +354,14 @@ pub enum ReadError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
+/// A series resolved once with [`Store::series_id`]; [`Store::append_ids`] takes
+/// samples by id without hashing names. Stays valid until the series is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesId {
+    idx: u32,
+    gen: u32,
+}
+
 /// A series kept aside because its data was damaged.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quarantined {
@@ -372,6 +381,8 @@ const ENTRY_BYTES: u64 = 16;
 const F_CATALOGED: u8 = 1;
 const F_CORRUPT: u8 = 2;
 const F_REMOVED: u8 = 4;
+/// Resolved by [`Store::series_id`], no sample yet (its start time is not known).
+const F_FRESH: u8 = 8;
 
 /// One series in memory.
 struct Series {
@@ -393,6 +404,8 @@ struct Series {
     /// Append sequence that last touched the series (for undo on a failed write).
     stamp: u64,
     flags: u8,
+    /// Bumped when the id is reused for another series (stale [`SeriesId`]s fail).
+    gen: u32,
 }
 
 /// Slots of one shard.
@@ -443,10 +456,19 @@ fn key_hash(k: [&str; 3]) -> u64 {
             a.copy_from_slice(c);
             h = (h.rotate_left(5) ^ u64::from_le_bytes(a)).wrapping_mul(K);
         }
-        let mut a = [0u8; 8];
+        // The tail with whole loads (a copy into a buffer would stall the next load).
         let r = chunks.remainder();
-        a[..r.len()].copy_from_slice(r);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(a) ^ ((b.len() as u64) << 56)).wrapping_mul(K);
+        let n = r.len();
+        let tail = if n >= 4 {
+            let lo = u64::from(u32::from_le_bytes([r[0], r[1], r[2], r[3]]));
+            let hi = u64::from(u32::from_le_bytes([r[n - 4], r[n - 3], r[n - 2], r[n - 1]]));
+            lo | hi << 32
+        } else if n > 0 {
+            u64::from(r[0]) | u64::from(r[n / 2]) << 8 | u64::from(r[n - 1]) << 16
+        } else {
+            0
+        };
+        h = (h.rotate_left(5) ^ tail ^ ((b.len() as u64) << 56)).wrapping_mul(K);
     }
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -516,10 +538,12 @@ impl Index {
             jseg: 0,
             stamp: 0,
             flags: 0,
+            gen: 0,
         };
         let sid = match self.free_ids.pop() {
             Some(id) => {
-                self.series[id as usize] = s;
+                let gen = self.series[id as usize].gen.wrapping_add(1);
+                self.series[id as usize] = Series { gen, ..s };
                 id
             }
             None => {
@@ -730,19 +754,85 @@ type ColumnRange = (usize, u32, u32, Vec<u8>, Vec<bool>);
 /// Column ranges of one shard being rewritten by a flush.
 struct Columns {
     cap: usize,
-    /// (archive, first column, last column, bytes, dirty flag per block)
     ranges: Vec<ColumnRange>,
     /// Per archive: column → range index.
     lookup: Vec<Vec<u32>>,
 }
 
-impl Columns {
+/// The blocks of slots `lo..` of every column in [`Columns`]: disjoint views let
+/// threads work on different series at once.
+struct ColView<'a> {
+    lo: u32,
+    /// Per range, per column: (blocks, dirty flags) of this view's slots.
+    cols: Vec<Vec<(&'a mut [u8], &'a mut [bool])>>,
+    /// Per range: (archive, first column).
+    at: Vec<(usize, u32)>,
+    lookup: &'a [Vec<u32>],
+}
+
+impl ColView<'_> {
     fn block(&mut self, a: usize, col: u32, slot: u32) -> (&mut [u8], &mut bool) {
         let r = self.lookup[a][col as usize] as usize;
-        let (_, c0, _, buf, dirty) = &mut self.ranges[r];
-        let k = (col - *c0) as usize * self.cap + slot as usize;
-        (&mut buf[k * BLOCK_LEN..(k + 1) * BLOCK_LEN], &mut dirty[k])
+        let (b, d) = &mut self.cols[r][(col - self.at[r].1) as usize];
+        let k = (slot - self.lo) as usize;
+        (&mut b[k * BLOCK_LEN..(k + 1) * BLOCK_LEN], &mut d[k])
     }
+
+    /// Seals every dirty block of the view; `inc(slot)` is its series' incarnation.
+    fn seal(&mut self, shard: u32, inc: impl Fn(u32) -> u32) {
+        for (r, cols) in self.cols.iter_mut().enumerate() {
+            let (a, c0) = self.at[r];
+            for (ci, (b, d)) in cols.iter_mut().enumerate() {
+                for (k, dirty) in d.iter().enumerate() {
+                    if *dirty {
+                        let slot = self.lo + k as u32;
+                        let blk = &mut b[k * BLOCK_LEN..(k + 1) * BLOCK_LEN];
+                        shard::seal_block(shard, slot, a, c0 + ci as u32, inc(slot), blk);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Columns {
+    /// Views of slots `bounds[i]..bounds[i + 1]` (ascending, from 0 to the capacity).
+    fn views(&mut self, bounds: &[u32]) -> Vec<ColView<'_>> {
+        let Columns { cap, ranges, lookup } = self;
+        let mut views: Vec<ColView<'_>> = bounds
+            .windows(2)
+            .map(|w| ColView { lo: w[0], cols: Vec::new(), at: Vec::new(), lookup: lookup.as_slice() })
+            .collect();
+        for (a, c0, _, buf, dirty) in ranges.iter_mut() {
+            for v in views.iter_mut() {
+                v.cols.push(Vec::new());
+                v.at.push((*a, *c0));
+            }
+            for (mut b, mut d) in buf.chunks_exact_mut(*cap * BLOCK_LEN).zip(dirty.chunks_exact_mut(*cap)) {
+                for (vi, w) in bounds.windows(2).enumerate() {
+                    let n = (w[1] - w[0]) as usize;
+                    let (b1, b2) = std::mem::take(&mut b).split_at_mut(n * BLOCK_LEN);
+                    let (d1, d2) = std::mem::take(&mut d).split_at_mut(n);
+                    views[vi].cols.last_mut().expect("pushed above").push((b1, d1));
+                    b = b2;
+                    d = d2;
+                }
+            }
+        }
+        views
+    }
+}
+
+/// A shard flush whose columns are written, before its state table is.
+struct Staged {
+    sh: Arc<Shard>,
+    work: Vec<Work>,
+    zero: Vec<u32>,
+    /// The current state table (new records go in before it is written to the other).
+    table: Vec<u8>,
+    cur: usize,
+    adds: Vec<catalog::Op>,
+    written: u64,
 }
 
 /// One series being flushed.
@@ -895,6 +985,23 @@ impl Store {
                 .map(|(_, e)| e.clone())
                 .collect();
             lost.sort_by(|a, b| a.3.cmp(&b.3));
+            // The catalog forgets them there, so a later shard with the same number
+            // starts clean.
+            let mut forget: Vec<catalog::Op> = entries
+                .iter()
+                .filter(|((sh, _), _)| shards.get(*sh as usize).is_none_or(Option::is_none))
+                .map(|(&(shard, slot), e)| catalog::Op::Remove { shard, slot, incarnation: e.0 })
+                .collect();
+            forget.sort_by_key(|op| match op {
+                catalog::Op::Remove { shard, slot, .. } => (*shard, *slot),
+                catalog::Op::Add { .. } => (0, 0),
+            });
+            if !forget.is_empty() {
+                inner.append_catalog(&forget).map_err(|e| match e {
+                    FileError::Io { path, source } => OpenError::Io { path, source },
+                    other => OpenError::Io { path: cpath.clone(), source: std::io::Error::other(other.to_string()) },
+                })?;
+            }
             for (_, kind, created, key) in lost {
                 let k = split_key(&key);
                 let h = key_hash(k);
@@ -959,11 +1066,74 @@ impl Store {
     /// [`WriteError::Backpressure`] when the journal cannot be written; nothing of the
     /// batch is kept, and a later call retries.
     pub fn append(&self, updates: &[Update]) -> Result<Ticket, WriteError> {
+        self.append_with(updates.len(), |idx, cfg, k| {
+            let u = &updates[k];
+            let parts = u.series.parts();
+            let sid = match idx.find(key_hash(parts), parts) {
+                Some(sid) => sid,
+                None if valid_parts(parts) => {
+                    let g = idx.group_of(cfg.def_for(parts, u.kind));
+                    let sid = idx.insert(key_hash(parts), u.series.joined().into(), u.kind, g, 0);
+                    idx.series[sid as usize].flags |= F_FRESH;
+                    return Some((sid, u.kind, u.time_ms, u.value, true));
+                }
+                None => return None,
+            };
+            Some((sid, u.kind, u.time_ms, u.value, false))
+        })
+    }
+
+    /// The id of `series` (created when new, as a first sample would), for
+    /// [`Store::append_ids`]. Resolve once per series (e.g. when an agent defines a
+    /// metric) and keep the id.
+    ///
+    /// # Errors
+    /// `None` for a name the store refuses (empty, `.`, `..`, `/` inside, longer than
+    /// 128 bytes) or a series that exists with another kind.
+    pub fn series_id(&self, series: &SeriesKey, kind: DsKind) -> Option<SeriesId> {
+        let mut idx = lock(&self.inner.index);
+        let parts = series.parts();
+        let h = key_hash(parts);
+        let sid = match idx.find(h, parts) {
+            Some(sid) => sid,
+            None if valid_parts(parts) => {
+                let g = idx.group_of(self.inner.cfg.def_for(parts, kind));
+                let sid = idx.insert(h, series.joined().into(), kind, g, 0);
+                idx.series[sid as usize].flags |= F_FRESH;
+                self.inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
+                sid
+            }
+            None => return None,
+        };
+        let s = &idx.series[sid as usize];
+        (s.kind == kind).then_some(SeriesId { idx: sid, gen: s.gen })
+    }
+
+    /// [`Store::append`] for resolved series: `(id, time in ms, value)`. A sample of a
+    /// series removed since it was resolved is rejected (counted) like an old one.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append_ids(&self, samples: &[(SeriesId, i64, f64)]) -> Result<Ticket, WriteError> {
+        self.append_with(samples.len(), |idx, _, k| {
+            let (id, t, v) = samples[k];
+            let s = idx.series.get(id.idx as usize)?;
+            (s.gen == id.gen && s.flags & F_REMOVED == 0).then_some((id.idx, s.kind, t, v, false))
+        })
+    }
+
+    /// The append core: `get(index, settings, k)` resolves sample `k` to (series,
+    /// kind, time ms, value, created by this call) or `None` (rejected).
+    fn append_with(
+        &self,
+        n: usize,
+        mut get: impl FnMut(&mut Index, &Settings, usize) -> Option<(u32, DsKind, i64, f64, bool)>,
+    ) -> Result<Ticket, WriteError> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::SeqCst) {
             return Err(WriteError::Closed);
         }
-        inner.stats.received.fetch_add(updates.len() as u64, Ordering::Relaxed);
+        inner.stats.received.fetch_add(n as u64, Ordering::Relaxed);
         // The journal lock is held across validation and the memory insert so the
         // journal order equals the order samples were accepted in.
         let mut jg = lock(&inner.journal);
@@ -976,33 +1146,38 @@ impl Store {
         j.undo.clear();
         let mut rejected = 0u64;
         let mut accepted = 0u64;
-        for u in updates {
-            let t = u.time_ms.div_euclid(1000);
-            let counter_ok = !matches!(u.kind, DsKind::Counter | DsKind::Derive)
-                || (u.value.is_finite() && u.value.fract() == 0.0 && (u.kind == DsKind::Derive || u.value >= 0.0));
-            let k = u.series.parts();
-            if t <= 0 || !counter_ok {
+        for k in 0..n {
+            let Some((sid, kind, time_ms, value, new)) = get(idx, &inner.cfg, k) else {
                 rejected += 1;
                 continue;
+            };
+            let t = time_ms.div_euclid(1000);
+            let counter_ok = !matches!(kind, DsKind::Counter | DsKind::Derive)
+                || (value.is_finite() && value.fract() == 0.0 && (kind == DsKind::Derive || value >= 0.0));
+            let s = &mut idx.series[sid as usize];
+            if t <= 0 || !counter_ok || s.kind != kind {
+                rejected += 1;
+                if new {
+                    idx.remove(sid);
+                }
+                continue;
+            }
+            if new {
+                s.stamp = seq;
+                j.undo.push((sid, 0, 0, true));
             }
             let t = t as u64;
-            let h = key_hash(k);
-            let sid = match idx.find(h, k) {
-                Some(sid) => sid,
-                None => {
-                    if !valid_parts(k) {
-                        rejected += 1;
-                        continue;
-                    }
-                    let g = idx.group_of(inner.cfg.def_for(k, u.kind));
-                    let sid = idx.insert(h, u.series.joined().into(), u.kind, g, t - 1);
-                    idx.series[sid as usize].stamp = seq;
-                    j.undo.push((sid, 0, 0, true));
-                    sid
+            if s.flags & F_FRESH != 0 {
+                // The first sample fixes the series' start, as rrdtool create --start.
+                if s.stamp != seq {
+                    s.stamp = seq;
+                    j.undo.push((sid, s.last, usize::MAX, false));
                 }
-            };
-            let s = &mut idx.series[sid as usize];
-            if t <= s.last || s.kind != u.kind {
+                s.flags &= !F_FRESH;
+                s.created = t - 1;
+                s.last = t - 1;
+            }
+            if t <= s.last {
                 rejected += 1;
                 continue;
             }
@@ -1011,12 +1186,12 @@ impl Store {
                 j.undo.push((sid, s.last, s.pending.len(), false));
             }
             if s.jseg != seg {
-                j.enc.define(sid, s.kind, k);
+                j.enc.define(sid, s.kind, split_key(&s.key));
                 s.jseg = seg;
             }
-            j.enc.sample(sid, t, u.value);
+            j.enc.sample(sid, t, value);
             s.last = t;
-            s.pending.push((t, u.value));
+            s.pending.push((t, value));
             accepted += 1;
         }
         if rejected > 0 {
@@ -1041,10 +1216,16 @@ impl Store {
                     let _ = f.set_len(j.len);
                 }
                 for &(sid, last, plen, new) in j.undo.iter().rev() {
+                    let s = &mut idx.series[sid as usize];
                     if new {
                         idx.remove(sid);
+                    } else if plen == usize::MAX {
+                        // Back to "resolved, no sample yet".
+                        s.flags |= F_FRESH;
+                        s.last = last;
+                        s.pending.clear();
+                        s.jseg = 0;
                     } else {
-                        let s = &mut idx.series[sid as usize];
                         s.last = last;
                         s.pending.truncate(plen);
                         s.jseg = 0;
@@ -1056,8 +1237,8 @@ impl Store {
             j.len += j.buf.len() as u64;
             inner.stats.journal_bytes.fetch_add(j.buf.len() as u64, Ordering::Relaxed);
             inner.stats.unflushed_bytes.fetch_add(ENTRY_BYTES * accepted, Ordering::Relaxed);
-            inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
         }
+        inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
         j.seq = seq;
         drop(ig);
         drop(jg);
@@ -1126,30 +1307,11 @@ impl Store {
         self.inner.place_unplaced().map_err(io)?;
         let boundary = self.inner.rotate().map_err(io)?;
         let shards: Vec<Arc<Shard>> = read(&self.inner.shards).iter().flatten().cloned().collect();
-        let next = AtomicUsize::new(0);
-        let first_err: Mutex<Option<FileError>> = Mutex::new(None);
-        let worker = || loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(sh) = shards.get(i) else { break };
-            if let Err(e) = self.inner.flush_shard(sh) {
-                lock(&first_err).get_or_insert(e);
-            }
-        };
-        let threads = if shards.len() > 1 { 2 } else { 1 };
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(worker);
-            }
-            worker();
-        });
+        let res = self.inner.flush_shards(&shards);
         self.inner.stats.flushes.fetch_add(1, Ordering::Relaxed);
-        match first_err.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(e) => Err(e),
-            None => {
-                self.inner.drop_segments_before(boundary);
-                Ok(())
-            }
-        }
+        res?;
+        self.inner.drop_segments_before(boundary);
+        Ok(())
     }
 
     /// Flushes part `k` of `n` of the shards (those whose number is `k` mod `n`): the
@@ -1164,10 +1326,8 @@ impl Store {
         let io = |source| FileError::Io { path: self.inner.dir.clone(), source };
         self.inner.place_unplaced().map_err(io)?;
         let shards: Vec<Arc<Shard>> = read(&self.inner.shards).iter().flatten().cloned().collect();
-        for sh in shards.iter().filter(|s| s.id as usize % n.max(1) == k) {
-            self.inner.flush_shard(sh)?;
-        }
-        Ok(())
+        let part: Vec<Arc<Shard>> = shards.into_iter().filter(|s| s.id as usize % n.max(1) == k).collect();
+        self.inner.flush_shards(&part)
     }
 
     /// Number of shard files.
@@ -1446,7 +1606,11 @@ impl Inner {
     fn rotate(&self) -> std::io::Result<u64> {
         let mut j = lock(&self.journal);
         if let Some(f) = &j.file {
-            f.sync()?;
+            // Appends not yet durable become so (and are acknowledged) here.
+            if *lock(&self.durable_seq) < j.seq {
+                f.sync()?;
+                self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let id = j.seg + 1;
         let path = self.dir.join("journal").join(format!("{id:016}.log"));
@@ -1547,6 +1711,24 @@ impl Inner {
         } else {
             Err("shorter than its header".to_string())
         };
+        let short = match &header {
+            Ok(h) => len < Layout::new(&h.def, h.capacity).file_len,
+            Err(_) => true,
+        };
+        if head.iter().all(|&b| b == 0) || short {
+            // Created, but its first flush never completed (header and length are
+            // durable before any state): nothing refers to it if no state was written.
+            let mut next = vec![0u8; (len.saturating_sub(shard::HEADER_LEN)).min(1 << 16) as usize];
+            if !next.is_empty() {
+                file.read_at(&mut next, shard::HEADER_LEN)?;
+            }
+            if next.iter().all(|&b| b == 0) {
+                tracing::info!(path = %path.display(), "Removing a shard whose creation did not complete.");
+                drop(file);
+                self.disk.remove(path)?;
+                return Ok(None);
+            }
+        }
         let header = match header {
             Ok(h) if h.id == id && len >= Layout::new(&h.def, h.capacity).file_len => h,
             Ok(_) => {
@@ -1856,24 +2038,42 @@ impl Inner {
 
     /// Gives every series that has no shard slot yet one (creating shards as needed).
     fn place_unplaced(&self) -> std::io::Result<()> {
+        let before = read(&self.shards).len();
+        let r = self.place_unplaced_inner();
+        if read(&self.shards).len() > before {
+            self.disk.sync_dir(&self.dir.join("shards"))?;
+        }
+        r
+    }
+
+    fn place_unplaced_inner(&self) -> std::io::Result<()> {
         let mut idx = lock(&self.index);
         let todo: Vec<u32> = idx
             .series
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.shard == NONE && s.flags & F_REMOVED == 0 && !s.key.is_empty())
+            .filter(|(_, s)| s.shard == NONE && s.flags & (F_REMOVED | F_FRESH) == 0 && !s.key.is_empty())
             .map(|(i, _)| i as u32)
             .collect();
+        // Series still to place per group: a new shard is sized for them.
+        let mut waiting: HashMap<u32, usize> = HashMap::new();
+        for &sid in &todo {
+            *waiting.entry(idx.series[sid as usize].group).or_default() += 1;
+        }
         for sid in todo {
             let g = idx.series[sid as usize].group;
             let found =
                 idx.groups[g as usize].shards.iter().copied().find(|&sh| !idx.shards[sh as usize].free.is_empty());
+            if let Some(w) = waiting.get_mut(&g) {
+                *w -= 1;
+            }
             let shard_id = match found {
                 Some(s) => s,
                 None => {
                     let def = idx.groups[g as usize].def.clone();
+                    let need = waiting.get(&g).copied().unwrap_or(0) + 1;
                     drop(idx);
-                    let id = self.create_shard(def)?;
+                    let id = self.create_shard(def, need)?;
                     idx = lock(&self.index);
                     while idx.shards.len() <= id as usize {
                         idx.shards.push(Slots {
@@ -1909,21 +2109,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Creates a shard file: preallocated, header written and synced.
-    fn create_shard(&self, def: Arc<ShardDef>) -> std::io::Result<u32> {
+    /// Creates a shard file for `need` series: preallocated, header written and synced.
+    /// Its capacity is `need` rounded up to 64 slots, at most `shard_slots` and about
+    /// 256 MiB of file.
+    fn create_shard(&self, def: Arc<ShardDef>, need: usize) -> std::io::Result<u32> {
         let id = read(&self.shards).len() as u32;
         let per = def.bytes_per_series().max(1);
-        let cap = (64u64 << 20) / per;
-        let cap = (cap.max(16).min(u64::from(self.cfg.opts.shard_slots.clamp(1, shard::MAX_CAPACITY))) as u32).max(1);
+        let most =
+            ((256u64 << 20) / per).max(16).min(u64::from(self.cfg.opts.shard_slots.clamp(1, shard::MAX_CAPACITY)));
+        let cap = ((need as u64).div_ceil(64) * 64).clamp(1, most) as u32;
         let layout = Layout::new(&def, cap);
         let sdir = self.dir.join("shards");
         let path = sdir.join(format!("{id:06}.gshard"));
         let file = self.disk.open(&path, true)?;
         file.set_len(0)?;
         file.allocate(layout.file_len)?;
+        // The header becomes durable with the first flush's data barrier, before any
+        // state refers to the shard; a file whose header never did is discarded at
+        // start-up. The directory entry is synced by the caller.
         file.write_at(&shard::encode_header(id, cap, &def), 0)?;
-        file.sync()?;
-        self.disk.sync_dir(&sdir)?;
         let sh = Arc::new(Shard {
             id,
             path,
@@ -1940,15 +2144,39 @@ impl Inner {
     }
 
     /// Writes the pending samples of every series of `sh`: changed column ranges,
-    /// sync, state table into the other copy, sync, then switch.
+    /// catalog, sync, state table into the other copy, sync, then switch.
     fn flush_shard(&self, sh: &Arc<Shard>) -> Result<(), FileError> {
+        let Some(mut st) = self.stage_data(sh, 2)? else { return Ok(()) };
+        self.append_catalog(&st.adds)?;
+        self.sync_shard(sh)?;
+        self.stage_states(&mut st)?;
+        self.sync_shard(sh)?;
+        self.commit(st);
+        Ok(())
+    }
+
+    fn sync_shard(&self, sh: &Shard) -> Result<(), FileError> {
+        sh.file.sync().map_err(|source| {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            FileError::Io { path: sh.path.clone(), source }
+        })
+    }
+
+    /// The first half of a shard flush: reads the current states and the columns the
+    /// new rows land in, applies the samples (on `threads` threads, each over its own
+    /// slots) and writes the columns. Nothing is synced. `None` when there is nothing
+    /// to write.
+    fn stage_data(&self, sh: &Arc<Shard>, threads: usize) -> Result<Option<Staged>, FileError> {
         let def = &*sh.def;
         let cap = sh.layout.capacity;
-        let ioerr = |source| FileError::Io { path: sh.path.clone(), source };
-        // 1. What to write.
+        let ioerr = |source| {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            FileError::Io { path: sh.path.clone(), source }
+        };
+        // What to write.
         let (mut work, zero) = {
             let idx = lock(&self.index);
-            let Some(sl) = idx.shards.get(sh.id as usize) else { return Ok(()) };
+            let Some(sl) = idx.shards.get(sh.id as usize) else { return Ok(None) };
             let mut work = Vec::new();
             for (slot, &sid) in sl.slots.iter().enumerate() {
                 if sid == NONE {
@@ -1969,23 +2197,20 @@ impl Inner {
                     samples: s.pending.clone(),
                     new_catalog: s.flags & F_CATALOGED == 0,
                     corrupt: corrupt.then(|| "damaged data found by a read".to_string()),
-                    st: State::fresh(def, 1, 0),
+                    st: State::free(0),
                 });
             }
-            let zero: Vec<u32> = idx.shards[sh.id as usize].to_zero.clone();
-            (work, zero)
+            (work, sl.to_zero.clone())
         };
         if work.is_empty() && zero.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        // 2. Current states.
+        // Current states.
         let cur = sh.cur.load(Ordering::Acquire);
         let mut table = vec![0u8; sh.layout.table_len()];
         sh.file.read_at(&mut table, sh.layout.states[cur]).map_err(ioerr)?;
-        let mut resets: Vec<usize> = Vec::new();
-        for (wi, w) in work.iter_mut().enumerate() {
-            let rec = &table[sh.layout.state_pos(w.slot)];
-            w.st = match shard::decode_state(sh.id, w.slot, def, rec) {
+        for w in &mut work {
+            w.st = match shard::decode_state(sh.id, w.slot, def, &table[sh.layout.state_pos(w.slot)]) {
                 Ok(Some(st)) if st.incarnation == w.inc && w.inc != 0 && !w.new_catalog => st,
                 Ok(_) => State::fresh(def, w.inc, w.created),
                 Err(e) => {
@@ -1994,21 +2219,23 @@ impl Inner {
                 }
             };
             if w.corrupt.is_some() {
-                resets.push(wi);
+                self.reset_series(sh, w);
             }
         }
-        for wi in resets {
-            self.reset_series(sh, &mut work[wi]);
-        }
-        // 3. Columns the new rows land in.
+        // Columns the new rows land in, read whole.
         let mut touched: Vec<Vec<bool>> = sh.layout.archives.iter().map(|a| vec![false; a.1 as usize]).collect();
         for w in &work {
             let to = w.samples.last().map_or(w.st.last_up, |s| s.0).max(w.st.last_up);
             for (a, t) in touched.iter_mut().enumerate() {
                 let (first, n) = rows_touched(def, a, w.st.last_up, to);
                 let rows = def.rra[a].rows;
+                let mut last_col = usize::MAX;
                 for k in 0..n {
-                    t[(((first + k) % rows) / BLOCK_ROWS as u64) as usize] = true;
+                    let col = (((first + k) % rows) / BLOCK_ROWS as u64) as usize;
+                    if col != last_col {
+                        t[col] = true;
+                        last_col = col;
+                    }
                 }
             }
         }
@@ -2033,54 +2260,68 @@ impl Inner {
             }
             cols.lookup.push(lk);
         }
-        // 4. Check the blocks about to change (or start them empty).
-        for w in &mut work {
-            if let Err(reason) = prepare_blocks(sh, &mut cols, w) {
-                w.corrupt = Some(reason);
-                self.reset_series(sh, w);
-                prepare_blocks(sh, &mut cols, w).expect("an empty series needs no check");
+        // Check the blocks about to change (or start them empty), apply, seal: the
+        // series split over threads by slot.
+        let parts = if work.len() >= 512 { threads.clamp(1, 8) } else { 1 };
+        let mut bounds = vec![0u32];
+        for p in 1..parts {
+            bounds.push(work[work.len() * p / parts].slot);
+        }
+        bounds.push(cap);
+        bounds.dedup();
+        let views = cols.views(&bounds);
+        let mut chunks: Vec<&mut [Work]> = Vec::new();
+        let mut rest = work.as_mut_slice();
+        for w in bounds.windows(2) {
+            let n = rest.iter().take_while(|x| x.slot < w[1]).count();
+            let (a, b) = rest.split_at_mut(n);
+            chunks.push(a);
+            rest = b;
+        }
+        let gen = sh.gen.load(Ordering::Relaxed) + 1;
+        let run = |mut view: ColView<'_>, ws: &mut [Work]| -> (u64, u64) {
+            let mut dropped = 0;
+            let mut written = 0;
+            for w in ws.iter_mut() {
+                if let Err(reason) = prepare_blocks(sh, &mut view, w) {
+                    w.corrupt = Some(reason);
+                    self.reset_series(sh, w);
+                    prepare_blocks(sh, &mut view, w).expect("an empty series needs no check");
+                }
+                let slot = w.slot;
+                dropped += apply_samples(def, &mut w.st, &w.samples, |a, row, v| {
+                    let col = (row / BLOCK_ROWS as u64) as u32;
+                    let (b, _) = view.block(a, col, slot);
+                    shard::set_block_value(b, (row % BLOCK_ROWS as u64) as usize, v);
+                });
+                written += w.samples.len() as u64;
+                w.st.gen = gen;
             }
-        }
-        // 5. Apply.
-        let mut dropped = 0;
-        let mut written = 0u64;
-        for w in &mut work {
-            let slot = w.slot;
-            let n_before = w.samples.len();
-            dropped += apply_samples(def, &mut w.st, &w.samples, |a, row, v| {
-                let col = (row / BLOCK_ROWS as u64) as u32;
-                let (b, _) = cols.block(a, col, slot);
-                shard::set_block_value(b, (row % BLOCK_ROWS as u64) as usize, v);
-            });
-            written += n_before as u64;
-            w.st.gen = sh.gen.load(Ordering::Relaxed) + 1;
-        }
+            let incs: HashMap<u32, u32> = ws.iter().map(|w| (w.slot, w.inc)).collect();
+            view.seal(sh.id, |slot| incs.get(&slot).copied().unwrap_or(0));
+            (dropped, written)
+        };
+        let results: Vec<(u64, u64)> = if views.len() == 1 {
+            views.into_iter().zip(chunks).map(|(v, c)| run(v, c)).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    views.into_iter().zip(chunks).map(|(v, c)| scope.spawn(move || run(v, c))).collect();
+                handles.into_iter().map(|h| h.join().unwrap_or((0, 0))).collect()
+            })
+        };
+        let dropped: u64 = results.iter().map(|r| r.0).sum();
+        let written: u64 = results.iter().map(|r| r.1).sum();
         if dropped > 0 {
             self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
-        // 6. Seal and write the columns, then the catalog, then sync.
-        let incs: HashMap<u32, u32> = work.iter().map(|w| (w.slot, w.inc)).collect();
-        for (a, c0, _, buf, dirty) in &mut cols.ranges {
-            for (k, d) in dirty.iter().enumerate() {
-                if *d {
-                    let col = *c0 + (k / cols.cap) as u32;
-                    let slot = (k % cols.cap) as u32;
-                    let inc = incs.get(&slot).copied().unwrap_or(0);
-                    shard::seal_block(sh.id, slot, *a, col, inc, &mut buf[k * BLOCK_LEN..(k + 1) * BLOCK_LEN]);
-                }
-            }
-        }
-        let write_err = |e: FileError| {
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            e
-        };
         {
             let _w = write(&sh.io);
             for (a, c0, _, buf, _) in &cols.ranges {
-                sh.file.write_at(buf, sh.layout.column_off(*a, *c0)).map_err(ioerr).map_err(write_err)?;
+                sh.file.write_at(buf, sh.layout.column_off(*a, *c0)).map_err(ioerr)?;
             }
         }
-        let adds: Vec<catalog::Op> = work
+        let adds = work
             .iter()
             .filter(|w| w.new_catalog)
             .map(|w| catalog::Op::Add {
@@ -2092,37 +2333,45 @@ impl Inner {
                 key: w.key.to_string(),
             })
             .collect();
-        self.append_catalog(&adds).map_err(write_err)?;
-        sh.file.sync().map_err(ioerr).map_err(write_err)?;
-        // 7. States into the other table.
-        for w in &work {
-            shard::encode_state(sh.id, w.slot, &w.st, &mut table[sh.layout.state_pos(w.slot)]);
-        }
+        Ok(Some(Staged { sh: sh.clone(), work, zero, table, cur, adds, written }))
+    }
+
+    /// The second half: the new states into the table that is not current (after the
+    /// columns and the catalog are durable). Nothing is synced.
+    fn stage_states(&self, st: &mut Staged) -> Result<(), FileError> {
+        let sh = &st.sh;
         let gen = sh.gen.load(Ordering::Relaxed) + 1;
-        for &slot in &zero {
-            shard::encode_state(sh.id, slot, &State::free(gen), &mut table[sh.layout.state_pos(slot)]);
+        for w in &st.work {
+            shard::encode_state(sh.id, w.slot, &w.st, &mut st.table[sh.layout.state_pos(w.slot)]);
         }
-        let other = 1 - cur;
-        {
-            let _w = write(&sh.io);
-            sh.file.write_at(&table, sh.layout.states[other]).map_err(ioerr).map_err(write_err)?;
+        for &slot in &st.zero {
+            shard::encode_state(sh.id, slot, &State::free(gen), &mut st.table[sh.layout.state_pos(slot)]);
         }
-        sh.file.sync().map_err(ioerr).map_err(write_err)?;
-        // 8. Switch: the new states are current, the samples in them leave memory.
+        let _w = write(&sh.io);
+        sh.file.write_at(&st.table, sh.layout.states[1 - st.cur]).map_err(|source| {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            FileError::Io { path: sh.path.clone(), source }
+        })
+    }
+
+    /// Makes the new states current (after they are durable): the samples in them
+    /// leave memory.
+    fn commit(&self, st: Staged) {
+        let sh = &st.sh;
         {
             let _w = write(&sh.io);
             let mut idx = lock(&self.index);
-            sh.cur.store(other, Ordering::Release);
+            sh.cur.store(1 - st.cur, Ordering::Release);
             sh.gen.fetch_add(1, Ordering::Relaxed);
             let sl = &mut idx.shards[sh.id as usize];
-            sl.to_zero.retain(|s| !zero.contains(s));
-            for w in &work {
+            sl.to_zero.retain(|s| !st.zero.contains(s));
+            for w in &st.work {
                 let s = &mut idx.series[w.sid as usize];
                 if s.flags & F_REMOVED != 0 || s.slot != w.slot {
                     continue;
                 }
                 s.pending.drain(..w.samples.len().min(s.pending.len()));
-                if s.pending.capacity() > 4 * s.pending.len().max(8) {
+                if s.pending.capacity() > 4 * s.pending.len().max(16) {
                     s.pending.shrink_to_fit();
                 }
                 s.flags = F_CATALOGED;
@@ -2130,9 +2379,77 @@ impl Inner {
                 s.created = w.created;
             }
         }
-        self.stats.written.fetch_add(written, Ordering::Relaxed);
-        self.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * written, Ordering::Relaxed);
-        Ok(())
+        self.stats.written.fetch_add(st.written, Ordering::Relaxed);
+        self.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * st.written, Ordering::Relaxed);
+    }
+
+    /// Flushes `shards` together: all columns, one barrier (the shards synced in
+    /// parallel, the catalog once), all state tables, a second barrier, then the
+    /// switch. Returns the first error; shards that failed keep their samples.
+    fn flush_shards(&self, shards: &[Arc<Shard>]) -> Result<(), FileError> {
+        let mut first_err = None;
+        let mut staged = Vec::new();
+        for sh in shards {
+            match self.stage_data(sh, 2) {
+                Ok(Some(s)) => staged.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let adds: Vec<catalog::Op> = staged.iter_mut().flat_map(|s| std::mem::take(&mut s.adds)).collect();
+        if let Err(e) = self.append_catalog(&adds) {
+            return Err(first_err.unwrap_or(e));
+        }
+        let sync_all = |staged: &[Staged]| -> Vec<bool> {
+            let next = AtomicUsize::new(0);
+            let ok: Vec<AtomicBool> = staged.iter().map(|_| AtomicBool::new(false)).collect();
+            let worker = || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(s) = staged.get(i) else { break };
+                ok[i].store(self.sync_shard(&s.sh).is_ok(), Ordering::Relaxed);
+            };
+            std::thread::scope(|scope| {
+                if staged.len() > 1 {
+                    scope.spawn(worker);
+                }
+                worker();
+            });
+            ok.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+        };
+        let ok = sync_all(&staged);
+        let mut keep = Vec::new();
+        for (mut s, ok) in staged.into_iter().zip(ok) {
+            if !ok {
+                first_err.get_or_insert(FileError::Io {
+                    path: s.sh.path.clone(),
+                    source: std::io::Error::other("sync failed"),
+                });
+                continue;
+            }
+            match self.stage_states(&mut s) {
+                Ok(()) => keep.push(s),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let ok = sync_all(&keep);
+        for (s, ok) in keep.into_iter().zip(ok) {
+            if ok {
+                self.commit(s);
+            } else {
+                first_err.get_or_insert(FileError::Io {
+                    path: s.sh.path.clone(),
+                    source: std::io::Error::other("sync failed"),
+                });
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Quarantines the slot of `w` and starts the series again empty (new incarnation)
@@ -2320,7 +2637,7 @@ impl Inner {
 ///
 /// # Errors
 /// The reason, when a block that should hold rows is damaged.
-fn prepare_blocks(sh: &Shard, cols: &mut Columns, w: &Work) -> Result<(), String> {
+fn prepare_blocks(sh: &Shard, cols: &mut ColView<'_>, w: &Work) -> Result<(), String> {
     let def = &*sh.def;
     let to = w.samples.last().map_or(w.st.last_up, |s| s.0).max(w.st.last_up);
     for a in 0..def.rra.len() {

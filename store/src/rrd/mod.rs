@@ -253,6 +253,27 @@ impl Live for RrdLive<'_> {
     }
 }
 
+/// `a / b`, with a 32-bit division when both fit (several times faster on x86-64;
+/// the same result).
+#[inline]
+fn div(a: u64, b: u64) -> u64 {
+    if (a | b) >> 32 == 0 {
+        u64::from(a as u32 / b as u32)
+    } else {
+        a / b
+    }
+}
+
+/// `a % b`, like [`div`].
+#[inline]
+fn rem(a: u64, b: u64) -> u64 {
+    if (a | b) >> 32 == 0 {
+        u64::from(a as u32 % b as u32)
+    } else {
+        a % b
+    }
+}
+
 /// Most data sources whose scratch values live on the stack during an update.
 const STACK_DS: usize = 8;
 
@@ -273,14 +294,14 @@ fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
 pub fn advance<L: Live + ?Sized>(d: &Defs<'_>, live: &mut L, last_up: u64, t: u64, pdp_new: &[f64]) {
     let interval = (t - last_up) as f64;
     let step = d.step;
-    let proc_pdp_age = last_up % step;
+    let proc_pdp_age = rem(last_up, step);
     let proc_pdp_st = last_up - proc_pdp_age;
-    let occu_pdp_age = t % step;
+    let occu_pdp_age = rem(t, step);
     let occu_pdp_st = t - occu_pdp_age;
     let (pre_int, post_int) =
         if occu_pdp_st > proc_pdp_st { ((occu_pdp_st - last_up) as f64, occu_pdp_age as f64) } else { (interval, 0.0) };
-    let proc_pdp_cnt = proc_pdp_st / step;
-    let elapsed = (occu_pdp_st - proc_pdp_st) / step;
+    let proc_pdp_cnt = div(proc_pdp_st, step);
+    let elapsed = div(occu_pdp_st - proc_pdp_st, step);
 
     if elapsed == 0 {
         for (i, &n) in pdp_new.iter().enumerate() {
@@ -357,9 +378,9 @@ fn close_pdps<L: Live + ?Sized>(
 
         let ds_cnt = d.ds.len();
         for (r, def) in d.rra.iter().enumerate() {
-            let start_pdp_offset = def.pdp_cnt - proc_pdp_cnt % def.pdp_cnt;
+            let start_pdp_offset = def.pdp_cnt - rem(proc_pdp_cnt, def.pdp_cnt);
             let rra_step_cnt =
-                if start_pdp_offset <= elapsed { (elapsed - start_pdp_offset) / def.pdp_cnt + 1 } else { 0 };
+                if start_pdp_offset <= elapsed { div(elapsed - start_pdp_offset, def.pdp_cnt) + 1 } else { 0 };
             for (i, &pt) in pdp_temp.iter().enumerate() {
                 let c = live.cdp(r * ds_cnt + i);
                 if def.pdp_cnt > 1 {
@@ -381,9 +402,9 @@ fn close_pdps<L: Live + ?Sized>(
 /// contents are the same.
 fn write_rows<L: Live + ?Sized>(live: &mut L, r: usize, rows: u64, ds_cnt: usize, count: u64) {
     let skip = count.saturating_sub(rows);
-    let mut row = (*live.cur_row(r) + skip) % rows;
+    let mut row = rem(*live.cur_row(r) + skip, rows);
     for k in skip..count {
-        row = (row + 1) % rows;
+        row = if row + 1 == rows { 0 } else { row + 1 };
         for i in 0..ds_cnt {
             let c = *live.cdp(r * ds_cnt + i);
             let v = if k == 0 { c.primary } else { c.secondary };
@@ -480,7 +501,7 @@ fn update_cdp(
             c.secondary = pdp_temp;
         }
         // PDPs of this update that belong to the next row.
-        let carry = (elapsed - start_pdp_offset) % pdp_cnt;
+        let carry = rem(elapsed - start_pdp_offset, pdp_cnt);
         let carry_val = |v: f64| if carry > 0 { v } else { DNAN };
         if c.unkn_pdp as f64 > pdp_cnt as f64 * xff {
             c.primary = DNAN;
