@@ -99,6 +99,10 @@ impl Default for HostConfig {
     }
 }
 
+/// Collections between two reads of the mount table (5 minutes at the default interval):
+/// a filesystem mounted meanwhile is reported within that time.
+const MOUNTS_REFRESH: u32 = 20;
+
 /// Files read on every collection, joined once.
 #[derive(Debug)]
 struct Paths {
@@ -175,6 +179,12 @@ pub struct HostCollector {
     failing: [bool; SOURCES],
     /// Mount paths whose `statvfs` failed last time, for the same reason.
     failed_mounts: HashSet<String>,
+    /// The mount table as last read, and how many more collections reuse it. The
+    /// kernel builds `/proc/self/mounts` afresh for every read, which costs more than
+    /// all other sources; mounts change rarely, so the table is read every
+    /// [`MOUNTS_REFRESH`] collections (sizes are still asked every time).
+    mounts: Option<String>,
+    mounts_reuse: u32,
     /// Number of readings last time, to size the next vector.
     last_len: usize,
 }
@@ -192,6 +202,8 @@ impl HostCollector {
             interfaces: net::Interfaces::default(),
             failing: [false; SOURCES],
             failed_mounts: HashSet::new(),
+            mounts: None,
+            mounts_reuse: 0,
             last_len: 64,
         }
     }
@@ -268,16 +280,29 @@ impl HostCollector {
                 self.report::<()>(Source::NetDev, Err(e));
             }
         }
-        match read_text(&self.cfg.mounts_file, &mut buf) {
-            Ok(text) => {
-                let mut failed = Vec::new();
-                fs::read_filesystems(&text, &mut out, &mut failed);
-                self.report(Source::Mounts, Ok(()));
-                self.report_mounts(failed);
+        if self.mounts_reuse == 0 || self.mounts.is_none() {
+            match read_text(&self.cfg.mounts_file, &mut buf) {
+                Ok(text) => {
+                    self.mounts = Some(text.into_owned());
+                    self.mounts_reuse = MOUNTS_REFRESH;
+                    self.report(Source::Mounts, Ok(()));
+                }
+                Err(e) => {
+                    self.mounts = None;
+                    self.report::<()>(Source::Mounts, Err(e));
+                }
             }
-            Err(e) => {
-                self.report::<()>(Source::Mounts, Err(e));
+        }
+        self.mounts_reuse = self.mounts_reuse.saturating_sub(1);
+        if let Some(text) = &self.mounts {
+            let mut failed = Vec::new();
+            fs::read_filesystems(text, &mut out, &mut failed);
+            // A mount that vanished makes statvfs fail: read the table again next time
+            // (only for new failures, so a mount that always fails costs nothing more).
+            if failed.iter().any(|(p, _)| !self.failed_mounts.contains(p)) {
+                self.mounts_reuse = 0;
             }
+            self.report_mounts(failed);
         }
 
         self.buf = buf;
@@ -517,6 +542,39 @@ pub(crate) mod tests {
         let out = c.collect(Instant::now());
         assert!(value(&out, "mem_total").is_some());
         assert!(!c.failing[Source::MemInfo as usize]);
+    }
+
+    #[test]
+    fn mount_table_is_read_every_few_collections_and_again_when_a_mount_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = dir.path().join("mounts");
+        let real = dir.path().join("data");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(&mounts, format!("/dev/vdz1 {} ext4 rw 0 0\n", real.display())).unwrap();
+        let cfg = HostConfig {
+            proc_root: dir.path().to_owned(),
+            sys_root: dir.path().join("sys"),
+            mounts_file: mounts.clone(),
+            ..HostConfig::default()
+        };
+        let mut c = HostCollector::new(cfg);
+        let has = |out: &[Reading]| out.iter().any(|r| r.name == "disk_total");
+        assert!(has(&c.collect(Instant::now())));
+        // The table changes; the cached one is used until the refresh is due.
+        std::fs::write(&mounts, "").unwrap();
+        for _ in 1..MOUNTS_REFRESH {
+            assert!(has(&c.collect(Instant::now())));
+        }
+        assert!(!has(&c.collect(Instant::now())), "the table was not read again after {MOUNTS_REFRESH} collections");
+        // A mount that disappears is noticed at the next collection, not minutes later.
+        std::fs::write(&mounts, format!("/dev/vdz1 {} ext4 rw 0 0\n", real.display())).unwrap();
+        for _ in 0..=MOUNTS_REFRESH {
+            c.collect(Instant::now());
+        }
+        std::fs::remove_dir(&real).unwrap();
+        std::fs::write(&mounts, "").unwrap();
+        assert!(!has(&c.collect(Instant::now())));
+        assert!(!has(&c.collect(Instant::now())), "the table was not read again after a mount failed");
     }
 
     #[test]
