@@ -377,6 +377,13 @@ impl Peer {
     /// port and a socket in the private directory, and the monitoring user
     /// [`MYSQL_USER`] with the documented GRANT.
     pub fn mariadb() -> Peer {
+        Peer::mariadb_with(&["--skip-log-bin"])
+    }
+
+    /// Like [`mariadb`](Self::mariadb) with more `mariadbd` options (a binary log and
+    /// a server id for a replication source, a server id for a replica); `{dir}` in an
+    /// option is the peer's private directory.
+    pub fn mariadb_with(options: &[&str]) -> Peer {
         let program = require("mariadbd", "mariadb-server");
         let install = require("mariadb-install-db", "mariadb-server");
         require("mariadb", "mariadb-client");
@@ -404,10 +411,11 @@ impl Peer {
             "--bind-address=127.0.0.1".into(),
             "--user=root".into(),
             format!("--pid-file={}", dir.path().join("mysqld.pid").display()),
-            "--skip-log-bin".into(),
             "--skip-name-resolve".into(),
             "--innodb-buffer-pool-size=16M".into(),
         ];
+        let mut args = args;
+        args.extend(options.iter().map(|o| o.replace("{dir}", &dir.path().display().to_string())));
         let peer = Peer::launch(PeerKind::MariaDb, program, args, port, Some(socket), dir);
         peer.sql(&format!(
             "CREATE USER '{MYSQL_USER}'@'localhost' IDENTIFIED BY '{MYSQL_PASSWORD}'; \

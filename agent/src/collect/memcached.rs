@@ -4,9 +4,10 @@
 //! `END`) and the `memcached_*` readings: get hits and misses per second and the hit
 //! share over the interval, evictions per second, connections, and memory used
 //! against `limit_maxbytes`. Counters follow the restart rule of
-//! [`super::rate::ServerCounters`] with memcached's `uptime`. A fresh connection is
-//! made for each collection: memcached connections are cheap, and an agent holding
-//! none cannot be the one that pushes `curr_connections` to the limit.
+//! [`super::rate::ServerCounters`] with memcached's `uptime`. One connection is kept
+//! between collections (on loopback, a connect and close cost more than the `stats`
+//! itself); when it fails, one new connection is tried at once, so a memcached
+//! restart costs no interval.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -143,23 +144,45 @@ pub(crate) struct MemcachedSource {
     config: MemcachedConfig,
     counters: ServerCounters,
     buf: Vec<u8>,
+    conn: Option<TcpStream>,
 }
 
 impl MemcachedSource {
     pub(crate) fn new(config: MemcachedConfig) -> MemcachedSource {
-        MemcachedSource { config, counters: ServerCounters::default(), buf: Vec::with_capacity(4096) }
+        MemcachedSource { config, counters: ServerCounters::default(), buf: Vec::with_capacity(4096), conn: None }
     }
 
-    /// Connects, asks `stats` and reads up to `END`, all within the timeout.
-    fn exchange(&mut self) -> Result<MemcachedStats, AppError> {
-        let deadline = Instant::now() + self.config.timeout;
+    fn connect(&self) -> Result<TcpStream, AppError> {
         let io = |what| move |source| AppError::Io { what, source };
         let addr =
             self.config.address.to_socket_addrs().map_err(io("resolving the address"))?.next().ok_or_else(|| {
                 AppError::Io { what: "resolving the address", source: std::io::ErrorKind::NotFound.into() }
             })?;
-        let mut stream = TcpStream::connect_timeout(&addr, self.config.timeout).map_err(io("connecting"))?;
+        let stream = TcpStream::connect_timeout(&addr, self.config.timeout).map_err(io("connecting"))?;
         stream.set_write_timeout(Some(self.config.timeout)).map_err(io("connecting"))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// `stats` over the kept connection, or over a new one when there is none or the
+    /// kept one fails (memcached restarted, or closed it).
+    fn stats(&mut self) -> Result<MemcachedStats, AppError> {
+        if let Some(mut stream) = self.conn.take() {
+            if let Ok(s) = self.exchange(&mut stream) {
+                self.conn = Some(stream);
+                return Ok(s);
+            }
+        }
+        let mut stream = self.connect()?;
+        let s = self.exchange(&mut stream)?;
+        self.conn = Some(stream);
+        Ok(s)
+    }
+
+    /// Asks `stats` and reads up to `END`, within the timeout.
+    fn exchange(&mut self, stream: &mut TcpStream) -> Result<MemcachedStats, AppError> {
+        let deadline = Instant::now() + self.config.timeout;
+        let io = |what| move |source| AppError::Io { what, source };
         stream.write_all(b"stats\r\n").map_err(io("sending stats"))?;
         self.buf.clear();
         let mut chunk = [0u8; 4096];
@@ -192,7 +215,7 @@ impl AppSource for MemcachedSource {
     }
 
     fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
-        let stats = self.exchange()?;
+        let stats = self.stats()?;
         push_stats(out, &stats, &mut self.counters, Instant::now());
         Ok(())
     }

@@ -13,7 +13,10 @@
 //!
 //! One connection is kept open between collections (a reconnect per interval would
 //! cost an authentication each time and show up in `Connections`); any error drops
-//! it and the next collection reconnects. The queries need no privilege except the
+//! it and the next collection reconnects. The status is read every collection; the
+//! variables, which change only by an administrator's hand, and the replica status of
+//! a server that is not a replica are read after each connect and then every
+//! [`REREAD_EVERY`] collections, which keeps a collection to one round trip. The queries need no privilege except the
 //! replica status, which needs `REPLICATION CLIENT` (MySQL) or `SLAVE MONITOR`
 //! (MariaDB 10.5 and later); without it the replica metrics are left out and the
 //! rest is reported. `docs/METRICS.md` has the GRANT.
@@ -311,6 +314,10 @@ impl ReplicaQuery {
     }
 }
 
+/// Collections between two readings of the variables (and of the replica status of a
+/// server that is not a replica): 5 minutes at the default interval.
+const REREAD_EVERY: u32 = 20;
+
 /// MySQL server error codes the source reacts to.
 const ER_PARSE_ERROR: u16 = 1064;
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
@@ -324,6 +331,12 @@ pub(crate) struct MysqlSource {
     status_query: String,
     variables_query: String,
     replica_query: ReplicaQuery,
+    /// The variables as last read.
+    variables: Option<MysqlVariables>,
+    /// Whether the last replica status had a row.
+    is_replica: bool,
+    /// Collections since the variables were read.
+    since_reread: u32,
 }
 
 impl MysqlSource {
@@ -335,6 +348,9 @@ impl MysqlSource {
             status_query: in_list("SHOW GLOBAL STATUS", RATES.iter().map(|r| r.1).chain(OTHER_STATUS)),
             variables_query: in_list("SHOW GLOBAL VARIABLES", VARIABLES),
             replica_query: ReplicaQuery::Replica,
+            variables: None,
+            is_replica: false,
+            since_reread: 0,
         }
     }
 
@@ -355,12 +371,14 @@ impl MysqlSource {
         mysql::Conn::new(opts)
     }
 
-    /// One collection over an open connection.
+    /// One collection over an open connection: the status, and the variables and
+    /// replica status when they are due.
     fn query(&mut self, conn: &mut mysql::Conn) -> Result<Answers, mysql::Error> {
         let status: Vec<Pair> = conn.query(&self.status_query)?;
-        let variables: Vec<Pair> = conn.query(&self.variables_query)?;
+        let reread = self.variables.is_none() || self.since_reread >= REREAD_EVERY;
+        let variables: Option<Vec<Pair>> = if reread { Some(conn.query(&self.variables_query)?) } else { None };
         let replica = loop {
-            if self.replica_query == ReplicaQuery::Denied {
+            if self.replica_query == ReplicaQuery::Denied || !(reread || self.is_replica) {
                 break None;
             }
             match replica_row(conn, self.replica_query.text()) {
@@ -389,8 +407,8 @@ impl MysqlSource {
 
 type Pair = (String, Option<String>);
 
-/// Rows of one collection: status, variables, and the replica row if any.
-type Answers = (Vec<Pair>, Vec<Pair>, Option<Replica>);
+/// Rows of one collection: status, variables if read, and the replica row if any.
+type Answers = (Vec<Pair>, Option<Vec<Pair>>, Option<Replica>);
 
 /// The first row of a statement as (column, value) pairs; `None` for no row.
 fn replica_row(conn: &mut mysql::Conn, query: &str) -> Result<Option<Vec<Pair>>, mysql::Error> {
@@ -429,6 +447,8 @@ impl AppSource for MysqlSource {
                     // Grants may have changed since; ask once more.
                     self.replica_query = ReplicaQuery::Replica;
                 }
+                // A new connection may be to a restarted or reconfigured server.
+                self.variables = None;
                 c
             }
         };
@@ -436,8 +456,16 @@ impl AppSource for MysqlSource {
         let (status, variables, replica) = self.query(&mut conn)?;
         let now = Instant::now();
         self.conn = Some(conn);
+        self.since_reread += 1;
+        if let Some(rows) = variables {
+            self.variables = Some(parse_variables(rows.iter().map(|(k, v)| (k.as_str(), v.as_deref()))));
+            self.is_replica = replica.is_some();
+            self.since_reread = 0;
+        } else if self.is_replica {
+            self.is_replica = replica.is_some();
+        }
         let s = parse_status(status.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
-        let v = parse_variables(variables.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+        let v = self.variables.clone().unwrap_or_default();
         push_status(out, &s, &v, replica.as_ref(), &mut self.counters, now);
         Ok(())
     }

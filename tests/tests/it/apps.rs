@@ -277,6 +277,61 @@ fn mariadb_counters_follow_known_queries_and_agree_with_mysqladmin() {
 }
 
 #[test]
+fn mariadb_replica_reports_its_lag_and_a_user_without_the_grant_gets_the_rest() {
+    let source = Peer::mariadb_with(&["--log-bin={dir}/binlog", "--server-id=1"]);
+    let replica = Peer::mariadb_with(&["--skip-log-bin", "--server-id=2"]);
+    source.sql(
+        "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl-pw'; GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1';",
+    );
+    // Replicate from here on: the source's binary log also holds the harness's own
+    // CREATE USER, which the replica ran too.
+    let position = source.sql("SELECT @@gtid_binlog_pos").trim().to_owned();
+    replica.sql(&format!(
+        "SET GLOBAL gtid_slave_pos = '{position}'; \
+         CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', MASTER_PASSWORD='repl-pw', \
+         MASTER_USE_GTID=slave_pos; START SLAVE; \
+         CREATE USER '{MYSQL_USER}'@'127.0.0.1' IDENTIFIED BY '{MYSQL_PASSWORD}'; \
+         GRANT PROCESS, SLAVE MONITOR ON *.* TO '{MYSQL_USER}'@'127.0.0.1'; \
+         CREATE USER 'nogrant'@'127.0.0.1' IDENTIFIED BY 'nogrant-pw';",
+        source.port
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), "");
+    // Over TCP this time; one agent with the documented GRANT, one with none.
+    let tcp = |user: &str, pw: &str| {
+        format!("[mysql]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{user}\"\npassword = \"{pw}\"\n", replica.port)
+    };
+    let agent = agent_with(dir.path(), &c, "apps-replica", &tcp(MYSQL_USER, MYSQL_PASSWORD));
+    let plain = agent_with(dir.path(), &c, "apps-nogrant", &tcp("nogrant", "nogrant-pw"));
+    let procs = [&agent.proc, &plain.proc, &replica.proc, &source.proc];
+    let mut rec = Recorder::new("apps-replica");
+    rec.until(&c, &procs, Duration::from_secs(20), "the replica's state", |r| {
+        r.last("mysql_replica_io_running") == Some(1.0)
+            && r.last("mysql_replica_sql_running") == Some(1.0)
+            && r.last("mysql_replica_lag") == Some(0.0)
+    });
+    assert_eq!(rec.describe("mysql_replica_lag").0, "s");
+    replica.sql("STOP SLAVE IO_THREAD;");
+    let stopped = now_ms();
+    rec.until(&c, &procs, Duration::from_secs(10), "the stopped I/O thread", |r| {
+        r.series("mysql_replica_io_running").last().is_some_and(|p| p.0 > stopped && p.1 == 0.0)
+    });
+    // No lag while replication is broken: the last lag value is from before.
+    rec.until(&c, &procs, Duration::from_secs(5), "two more samples", |r| {
+        r.series("mysql_replica_io_running").iter().filter(|p| p.0 > stopped).count() >= 2
+    });
+    assert!(rec.series("mysql_replica_lag").last().unwrap().0 < stopped + 1_000);
+
+    let mut other = Recorder::new("apps-nogrant");
+    other.until(&c, &procs, Duration::from_secs(10), "the user without grants", |r| {
+        r.last("mysql_up") == Some(1.0) && r.count("mysql_questions") >= 2
+    });
+    assert_eq!(other.count("mysql_replica_io_running"), 0, "no replica metrics without the grant");
+    let log = plain.log();
+    assert_eq!(log.lines().filter(|l| l.contains("may not read the replica status")).count(), 1, "{log}");
+}
+
+#[test]
 fn memcached_hits_and_misses_after_known_gets() {
     let mc = Peer::memcached();
     let dir = tempfile::tempdir().unwrap();
