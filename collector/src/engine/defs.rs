@@ -180,10 +180,10 @@ pub fn default_pack() -> Vec<RawService> {
         ratio("mem_available", "mem_available", "mem_total", 100.0, "10:", "5:"),
         m("part_max_used", "part_max_used", "85", "95"),
         ratio("swap_free", "swap_free", "swap_total", 100.0, "50:", "20:"),
-        m("apache_busy_workers_pct", "apache_busy_workers_pct", "80", "95"),
-        m("mysql_key_cache_miss_pct", "mysql_key_cache_miss_pct", "1", "5"),
+        m("apache_busy_workers_pct", "apache_busy_pct", "80", "95"),
+        m("mysql_key_cache_miss_pct", "mysql_key_miss_pct", "1", "5"),
         m("mysql_connections_used_pct", "mysql_connections_used_pct", "80", "95"),
-        m("mysql_tmp_disk_tables_pct", "mysql_tmp_disk_tables_pct", "25", "50"),
+        m("mysql_tmp_disk_tables_pct", "mysql_tmp_disk_pct", "25", "50"),
         m("mysql_slow_queries", "mysql_slow_queries", "1", "10"),
     ]
 }
@@ -426,6 +426,22 @@ mod tests {
         let defs = Defs::build(vec![], vec![off], true, ChecksDefaults::default()).unwrap();
         assert!(defs.for_host("batch", "b1").iter().all(|c| c.name != "cpu_steal"));
         assert!(defs.for_host("web", "w1").iter().any(|c| c.name == "cpu_steal"));
+    }
+
+    /// The default pack must watch metrics the agent really reports: every metric it
+    /// names is listed in docs/METRICS.md.
+    #[test]
+    fn default_pack_names_metrics_the_agent_reports() {
+        let doc = include_str!("../../../docs/METRICS.md");
+        for s in default_pack() {
+            for m in [s.metric.as_deref(), s.divide_by.as_deref()].into_iter().flatten() {
+                assert!(
+                    doc.contains(&format!("`{m}`")),
+                    "default check {} watches {m}, which docs/METRICS.md does not list",
+                    s.name
+                );
+            }
+        }
     }
 
     #[test]
