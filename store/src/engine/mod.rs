@@ -586,6 +586,65 @@ impl Index {
     }
 }
 
+/// A live catalog entry at start-up.
+struct CatEntry {
+    inc: u32,
+    kind: DsKind,
+    created: u64,
+    key: Box<str>,
+}
+
+#[derive(Default)]
+struct CatSlot {
+    max_inc: u32,
+    live: Option<CatEntry>,
+}
+
+/// The catalog replayed: per shard, per slot, the live entry and the last incarnation.
+#[derive(Default)]
+struct CatalogView {
+    slots: Vec<Vec<CatSlot>>,
+}
+
+impl CatalogView {
+    /// The entry for `(shard, slot)`, grown on demand (`None` for numbers no store
+    /// makes, from a damaged record that passed its checksum).
+    fn slot_mut(&mut self, shard: u32, slot: u32) -> Option<&mut CatSlot> {
+        if shard >= 1 << 20 || slot >= shard::MAX_CAPACITY {
+            return None;
+        }
+        let (shard, slot) = (shard as usize, slot as usize);
+        if self.slots.len() <= shard {
+            self.slots.resize_with(shard + 1, Vec::new);
+        }
+        let v = &mut self.slots[shard];
+        if v.len() <= slot {
+            v.resize_with(slot + 1, CatSlot::default);
+        }
+        Some(&mut v[slot])
+    }
+
+    fn max_inc(&self, shard: u32, slot: u32) -> u32 {
+        self.slots.get(shard as usize).and_then(|v| v.get(slot as usize)).map_or(0, |e| e.max_inc)
+    }
+
+    fn take(&mut self, shard: u32, slot: u32) -> Option<CatEntry> {
+        self.slots.get_mut(shard as usize)?.get_mut(slot as usize)?.live.take()
+    }
+}
+
+/// A shard read and checked at start-up, before it is registered.
+struct ShardRead {
+    sh: Arc<Shard>,
+    /// The current record of each slot (`None`: free or never written).
+    heads: Vec<Option<shard::StateHead>>,
+    damaged: Vec<(u32, String)>,
+    /// The current record of every slot, as the current table must hold them.
+    merged: Vec<u8>,
+    rewrite: bool,
+    damaged_other: bool,
+}
+
 /// One open shard file.
 struct Shard {
     id: u32,
@@ -914,21 +973,22 @@ impl Store {
             tracing::warn!(skipped = cat.skipped, "Skipped damaged catalog records.");
         }
         // Latest add per (shard, slot), minus removes.
-        let mut entries: HashMap<(u32, u32), (u32, DsKind, u64, String)> = HashMap::new();
-        let mut max_inc: HashMap<(u32, u32), u32> = HashMap::new();
         let n_ops = cat.ops.len();
+        let mut view = CatalogView::default();
         for op in cat.ops {
             match op {
                 catalog::Op::Add { shard, slot, incarnation, kind, created, key } => {
-                    let m = max_inc.entry((shard, slot)).or_default();
-                    *m = (*m).max(incarnation);
-                    entries.insert((shard, slot), (incarnation, kind, created, key));
+                    if let Some(e) = view.slot_mut(shard, slot) {
+                        e.max_inc = e.max_inc.max(incarnation);
+                        e.live = Some(CatEntry { inc: incarnation, kind, created, key: key.into_boxed_str() });
+                    }
                 }
                 catalog::Op::Remove { shard, slot, incarnation } => {
-                    let m = max_inc.entry((shard, slot)).or_default();
-                    *m = (*m).max(incarnation);
-                    if entries.get(&(shard, slot)).is_some_and(|e| e.0 == incarnation) {
-                        entries.remove(&(shard, slot));
+                    if let Some(e) = view.slot_mut(shard, slot) {
+                        e.max_inc = e.max_inc.max(incarnation);
+                        if e.live.as_ref().is_some_and(|l| l.inc == incarnation) {
+                            e.live = None;
+                        }
                     }
                 }
             }
@@ -961,53 +1021,73 @@ impl Store {
             c.file.set_len(cat.good_len as u64).map_err(ioe(&cpath))?;
             c.file.sync().map_err(ioe(&cpath))?;
         }
-        // Shards: header and both state tables of each.
+        // Shards: header and both state tables of each, read and checked on two
+        // threads, registered here one by one.
         let mut files = disk.list(&sdir).map_err(ioe(&sdir))?;
         files.retain(|p| p.extension().is_some_and(|e| e == "gshard"));
+        let files: Vec<(u32, PathBuf)> =
+            files.into_iter().filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<u32>().ok()?, p))).collect();
         let mut live_adds = 0usize;
-        for path in files {
-            let Some(id) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let loaded = inner.load_shard(&path, id, &entries, &max_inc).map_err(ioe(&path))?;
-            if let Some(n) = loaded {
-                live_adds += n;
-            }
+        {
+            let next = AtomicUsize::new(0);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<ShardRead>>(2);
+            let inner = &inner;
+            let files = &files;
+            let res: Result<(), OpenError> = std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    let tx = tx.clone();
+                    let next = &next;
+                    scope.spawn(move || loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((id, path)) = files.get(i) else { break };
+                        let r = inner
+                            .read_shard(path, *id)
+                            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+                        if let Ok(None) = r {
+                            continue;
+                        }
+                        if tx.send(r.map(|r| r.expect("None skipped above"))).is_err() {
+                            break;
+                        }
+                    });
+                }
+                drop(tx);
+                for r in rx {
+                    let r = r.map_err(ioe(&sdir))?;
+                    let path = r.sh.path.clone();
+                    live_adds += inner.register_shard(r, &mut view).map_err(ioe(&path))?;
+                }
+                Ok(())
+            });
+            res?;
         }
         // Catalog entries of shards that are gone (quarantined or lost): the series
-        // start again from the journal.
+        // start again from the journal, and the catalog forgets them there so a later
+        // shard with the same number starts clean.
         {
-            let shards = read(&inner.shards);
-            let mut idx = lock(&inner.index);
-            let mut lost: Vec<_> = entries
-                .iter()
-                .filter(|((sh, _), _)| shards.get(*sh as usize).is_none_or(Option::is_none))
-                .map(|(_, e)| e.clone())
-                .collect();
-            lost.sort_by(|a, b| a.3.cmp(&b.3));
-            // The catalog forgets them there, so a later shard with the same number
-            // starts clean.
-            let mut forget: Vec<catalog::Op> = entries
-                .iter()
-                .filter(|((sh, _), _)| shards.get(*sh as usize).is_none_or(Option::is_none))
-                .map(|(&(shard, slot), e)| catalog::Op::Remove { shard, slot, incarnation: e.0 })
-                .collect();
-            forget.sort_by_key(|op| match op {
-                catalog::Op::Remove { shard, slot, .. } => (*shard, *slot),
-                catalog::Op::Add { .. } => (0, 0),
-            });
+            let mut forget = Vec::new();
+            let mut lost = Vec::new();
+            for (shard, slots) in view.slots.iter_mut().enumerate() {
+                for (slot, e) in slots.iter_mut().enumerate() {
+                    if let Some(l) = e.live.take() {
+                        forget.push(catalog::Op::Remove { shard: shard as u32, slot: slot as u32, incarnation: l.inc });
+                        lost.push(l);
+                    }
+                }
+            }
             if !forget.is_empty() {
                 inner.append_catalog(&forget).map_err(|e| match e {
                     FileError::Io { path, source } => OpenError::Io { path, source },
                     other => OpenError::Io { path: cpath.clone(), source: std::io::Error::other(other.to_string()) },
                 })?;
             }
-            for (_, kind, created, key) in lost {
-                let k = split_key(&key);
+            let mut idx = lock(&inner.index);
+            for l in lost {
+                let k = split_key(&l.key);
                 let h = key_hash(k);
                 if idx.find(h, k).is_none() && valid_parts(k) {
-                    let g = idx.group_of(inner.cfg.def_for(k, kind));
-                    idx.insert(h, key.into(), kind, g, created);
+                    let g = idx.group_of(inner.cfg.def_for(k, l.kind));
+                    idx.insert(h, l.key.clone(), l.kind, g, l.created);
                 }
             }
         }
@@ -1641,7 +1721,8 @@ impl Inner {
         let len = f.len()?;
         let mut bytes = vec![0u8; len as usize];
         f.read_at(&mut bytes, 0)?;
-        let mut ids: HashMap<u32, u32> = HashMap::new();
+        // Segment-local id → series (ids are dense: the writer's series numbers).
+        let mut ids: Vec<u32> = Vec::new();
         let mut at = 0usize;
         let mut idx = lock(&self.index);
         while at < bytes.len() {
@@ -1658,10 +1739,19 @@ impl Inner {
                                 idx.insert(h, d.key.joined().into(), d.kind, g, first.saturating_sub(1))
                             }
                         };
-                        ids.insert(d.id, sid);
+                        if d.id < 1 << 26 {
+                            let i = d.id as usize;
+                            if ids.len() <= i {
+                                ids.resize(i + 1, NONE);
+                            }
+                            ids[i] = sid;
+                        }
                     }
                     for s in rec.samples {
-                        let Some(&sid) = ids.get(&s.id) else { continue };
+                        let sid = ids.get(s.id as usize).copied().unwrap_or(NONE);
+                        if sid == NONE {
+                            continue;
+                        }
                         let ser = &mut idx.series[sid as usize];
                         if s.time > ser.last && ser.flags & F_REMOVED == 0 {
                             ser.last = s.time;
@@ -1674,7 +1764,9 @@ impl Inner {
                         if let Some(sid) = idx.find(key_hash(k), k) {
                             let n = idx.series[sid as usize].pending.len() as u64;
                             self.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * n, Ordering::Relaxed);
-                            ids.retain(|_, v| *v != sid);
+                            for v in ids.iter_mut().filter(|v| **v == sid) {
+                                *v = NONE;
+                            }
                             idx.remove(sid);
                         }
                     }
@@ -1692,16 +1784,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Opens one shard at start-up: header, both state tables, the catalog's view of
-    /// its slots. Returns the number of live series, or `None` when the whole file was
-    /// unreadable and quarantined.
-    fn load_shard(
-        &self,
-        path: &Path,
-        id: u32,
-        entries: &HashMap<(u32, u32), (u32, DsKind, u64, String)>,
-        max_inc: &HashMap<(u32, u32), u32>,
-    ) -> std::io::Result<Option<usize>> {
+    /// Reads one shard at start-up: header, both state tables, every record checked;
+    /// picks the current record of each slot. `None` when the file was discarded
+    /// (creation never completed) or quarantined (unreadable header).
+    fn read_shard(&self, path: &Path, id: u32) -> std::io::Result<Option<ShardRead>> {
         let file = self.disk.open(path, false)?;
         let len = file.len()?;
         let mut head = vec![0u8; shard::HEADER_LEN as usize];
@@ -1730,7 +1816,7 @@ impl Inner {
             }
         }
         let header = match header {
-            Ok(h) if h.id == id && len >= Layout::new(&h.def, h.capacity).file_len => h,
+            Ok(h) if h.id == id && !short => h,
             Ok(_) => {
                 self.quarantine_file(path, "shard number or length does not match its header");
                 return Ok(None);
@@ -1746,18 +1832,18 @@ impl Inner {
         for (c, t) in tables.iter_mut().enumerate() {
             file.read_at(t, layout.states[c])?;
         }
-        let def = Arc::new(header.def);
+        let rra_cnt = header.def.rra.len();
         // Per slot the valid record with the higher generation; a damaged record
-        // falls back to the other table (a torn state write).
+        // falls back to the other table.
         let mut merged = tables[0].clone();
         let mut gen_max = [0u64; 2];
-        let mut states: Vec<Option<State>> = Vec::with_capacity(cap as usize);
+        let mut heads = Vec::with_capacity(cap as usize);
         let mut damaged: Vec<(u32, String)> = Vec::new();
         let mut damaged_copy = [false; 2];
         for slot in 0..cap {
             let r = layout.state_pos(slot);
-            let a = shard::decode_state(id, slot, &def, &tables[0][r.clone()]);
-            let b = shard::decode_state(id, slot, &def, &tables[1][r.clone()]);
+            let a = shard::check_state(id, slot, rra_cnt, &tables[0][r.clone()]);
+            let b = shard::check_state(id, slot, rra_cnt, &tables[1][r.clone()]);
             damaged_copy[0] |= a.is_err();
             damaged_copy[1] |= b.is_err();
             if let (Err(e), Ok(Some(_))) | (Ok(Some(_)), Err(e)) = (&a, &b) {
@@ -1779,27 +1865,41 @@ impl Inner {
             match pick {
                 Some((c, st)) => {
                     gen_max[c] = gen_max[c].max(st.gen);
-                    merged[r.clone()].copy_from_slice(&tables[c][r]);
-                    states.push(Some(st).filter(|st| st.incarnation != 0));
+                    if c == 1 {
+                        merged[r.clone()].copy_from_slice(&tables[1][r]);
+                    }
+                    heads.push(Some(st).filter(|st| st.incarnation != 0));
                 }
                 None => {
                     merged[r].fill(0);
-                    states.push(None);
+                    heads.push(None);
                 }
             }
         }
         let cur = usize::from(gen_max[1] > gen_max[0]);
         let gen = gen_max[0].max(gen_max[1]) + 1;
+        let rewrite = merged != tables[cur];
         let sh = Arc::new(Shard {
             id,
             path: path.to_path_buf(),
             file,
-            def: def.clone(),
-            layout: layout.clone(),
+            def: Arc::new(header.def),
+            layout,
             io: RwLock::new(()),
             cur: AtomicUsize::new(cur),
             gen: AtomicU64::new(gen),
         });
+        Ok(Some(ShardRead { sh, heads, damaged, merged, rewrite, damaged_other: damaged_copy[1 - cur] }))
+    }
+
+    /// Registers a shard read at start-up: its slots against the catalog (the
+    /// catalog's entries are taken out of `view`), orphans quarantined, the current
+    /// table made whole. Returns the number of live series.
+    fn register_shard(&self, r: ShardRead, view: &mut CatalogView) -> std::io::Result<usize> {
+        let ShardRead { sh, heads, damaged, mut merged, mut rewrite, damaged_other } = r;
+        let id = sh.id;
+        let cap = sh.layout.capacity;
+        let gen = sh.gen.load(Ordering::Relaxed);
         {
             let mut shards = write(&self.shards);
             while shards.len() <= id as usize {
@@ -1811,7 +1911,7 @@ impl Inner {
         let mut orphans = damaged;
         {
             let mut idx = lock(&self.index);
-            let g = idx.group_of((*def).clone());
+            let g = idx.group_of((*sh.def).clone());
             idx.groups[g as usize].shards.push(id);
             while idx.shards.len() <= id as usize {
                 idx.shards.push(Slots {
@@ -1826,18 +1926,15 @@ impl Inner {
                 group: g,
                 slots: vec![NONE; cap as usize],
                 incs: (0..cap)
-                    .map(|s| {
-                        let st = states[s as usize].as_ref().map_or(0, |st| st.incarnation);
-                        max_inc.get(&(id, s)).copied().unwrap_or(0).max(st)
-                    })
+                    .map(|s| view.max_inc(id, s).max(heads[s as usize].map_or(0, |h| h.incarnation)))
                     .collect(),
                 free: Vec::new(),
                 to_zero: Vec::new(),
             };
             for slot in (0..cap).rev() {
-                let st = states[slot as usize].as_ref();
-                let Some((inc, kind, created, key)) = entries.get(&(id, slot)) else {
-                    let removed = max_inc.get(&(id, slot)).copied().unwrap_or(0);
+                let st = heads[slot as usize];
+                let removed = view.max_inc(id, slot);
+                let Some(entry) = view.take(id, slot) else {
                     if st.is_some_and(|st| st.incarnation > removed) {
                         orphans.push((slot, "slot in use but not in the catalog".into()));
                     } else if st.is_some() {
@@ -1849,24 +1946,24 @@ impl Inner {
                     }
                     continue;
                 };
-                let k = split_key(key);
+                let k = split_key(&entry.key);
                 let h = key_hash(k);
-                if idx.find(h, k).is_some() || !valid_parts(k) || def.ds.kind != kind.ds_type() {
-                    tracing::warn!(key, shard = id, slot, "Duplicate or invalid catalog entry; slot freed.");
+                if idx.find(h, k).is_some() || !valid_parts(k) || sh.def.ds.kind != entry.kind.ds_type() {
+                    tracing::warn!(key = %entry.key, shard = id, slot, "Duplicate or invalid catalog entry; slot freed.");
                     orphans.push((slot, "duplicate or invalid catalog entry".into()));
                     continue;
                 }
-                let sid = idx.insert(h, key.as_str().into(), *kind, g, *created);
+                let sid = idx.insert(h, entry.key, entry.kind, g, entry.created);
                 let s = &mut idx.series[sid as usize];
                 s.shard = id;
                 s.slot = slot;
-                s.incarnation = *inc;
+                s.incarnation = entry.inc;
                 s.flags = F_CATALOGED;
                 match st {
-                    Some(st) if st.incarnation == *inc => s.last = st.last_up,
+                    Some(st) if st.incarnation == entry.inc => s.last = st.last_up,
                     // Catalogued but never flushed: it starts empty from the journal.
                     None => {}
-                    Some(st) if st.incarnation < *inc => {}
+                    Some(st) if st.incarnation < entry.inc => {}
                     Some(_) => s.flags |= F_CORRUPT,
                 }
                 if orphans.iter().any(|o| o.0 == slot) {
@@ -1876,31 +1973,31 @@ impl Inner {
                 live += 1;
             }
         }
-        let mut rewrite = merged != tables[cur];
         for (slot, reason) in orphans {
             let sid = lock(&self.index).shards[id as usize].slots[slot as usize];
             if sid != NONE {
                 continue; // a catalogued series: the flusher quarantines and recreates it
             }
             self.quarantine_slot(&sh, slot, "?", &reason);
-            shard::encode_state(id, slot, &State::free(gen), &mut merged[layout.state_pos(slot)]);
+            shard::encode_state(id, slot, &State::free(gen), &mut merged[sh.layout.state_pos(slot)]);
             lock(&self.index).shards[id as usize].free.push(slot);
             rewrite = true;
         }
         // Make the current table hold every current record (after a torn state write
         // they can be spread over both tables). A record rewritten with the same bytes
         // survives a tear, and the others are still in the other table.
+        let cur = sh.cur.load(Ordering::Relaxed);
         if rewrite {
-            sh.file.write_at(&merged, layout.states[cur])?;
+            sh.file.write_at(&merged, sh.layout.states[cur])?;
             sh.file.sync()?;
         }
         // A damaged record in the other table is replaced too (the current one now
         // holds everything, so a tear here loses nothing).
-        if damaged_copy[1 - cur] {
-            sh.file.write_at(&merged, layout.states[1 - cur])?;
+        if damaged_other {
+            sh.file.write_at(&merged, sh.layout.states[1 - cur])?;
             sh.file.sync()?;
         }
-        Ok(Some(live))
+        Ok(live)
     }
 
     /// Moves a whole unreadable shard file aside.
@@ -2174,6 +2271,7 @@ impl Inner {
             FileError::Io { path: sh.path.clone(), source }
         };
         // What to write.
+        let mut idle = false;
         let (mut work, zero) = {
             let idx = lock(&self.index);
             let Some(sl) = idx.shards.get(sh.id as usize) else { return Ok(None) };
@@ -2185,6 +2283,7 @@ impl Inner {
                 let s = &idx.series[sid as usize];
                 let corrupt = s.flags & F_CORRUPT != 0;
                 if s.pending.is_empty() && !corrupt && s.flags & F_CATALOGED != 0 {
+                    idle = true;
                     continue;
                 }
                 work.push(Work {
@@ -2255,7 +2354,14 @@ impl Inner {
                 }
                 let ncols = c - c0;
                 let mut buf = vec![0u8; ncols * cols.cap * BLOCK_LEN];
-                sh.file.read_at(&mut buf, sh.layout.column_off(a, c0 as u32)).map_err(ioerr)?;
+                // Read unless nothing in the range is kept: no series without new samples
+                // holds a block there, and no series being flushed has rows there yet
+                // (its blocks start empty). A first flush writes without reading.
+                let keep =
+                    idle || work.iter().any(|w| (c0..c).any(|col| shard::block_has_rows(def, &w.st, a, col as u32)));
+                if keep {
+                    sh.file.read_at(&mut buf, sh.layout.column_off(a, c0 as u32)).map_err(ioerr)?;
+                }
                 cols.ranges.push((a, c0 as u32, (c - 1) as u32, buf, vec![false; ncols * cols.cap]));
             }
             cols.lookup.push(lk);
@@ -2399,10 +2505,9 @@ impl Inner {
             }
         }
         let adds: Vec<catalog::Op> = staged.iter_mut().flat_map(|s| std::mem::take(&mut s.adds)).collect();
-        if let Err(e) = self.append_catalog(&adds) {
-            return Err(first_err.unwrap_or(e));
-        }
-        let sync_all = |staged: &[Staged]| -> Vec<bool> {
+        // The first barrier: the catalog and every shard's columns, synced in parallel.
+        let catalog_ok = AtomicBool::new(true);
+        let sync_all = |staged: &[Staged], with_catalog: bool| -> Vec<bool> {
             let next = AtomicUsize::new(0);
             let ok: Vec<AtomicBool> = staged.iter().map(|_| AtomicBool::new(false)).collect();
             let worker = || loop {
@@ -2411,6 +2516,14 @@ impl Inner {
                 ok[i].store(self.sync_shard(&s.sh).is_ok(), Ordering::Relaxed);
             };
             std::thread::scope(|scope| {
+                if with_catalog {
+                    scope.spawn(|| {
+                        if let Err(e) = self.append_catalog(&adds) {
+                            tracing::warn!(error = %e, "Catalog write failed; the flush is retried.");
+                            catalog_ok.store(false, Ordering::Relaxed);
+                        }
+                    });
+                }
                 if staged.len() > 1 {
                     scope.spawn(worker);
                 }
@@ -2418,7 +2531,14 @@ impl Inner {
             });
             ok.iter().map(|b| b.load(Ordering::Relaxed)).collect()
         };
-        let ok = sync_all(&staged);
+        let ok = sync_all(&staged, !adds.is_empty());
+        if !catalog_ok.load(Ordering::Relaxed) {
+            let e = FileError::Io {
+                path: self.dir.join("catalog.log"),
+                source: std::io::Error::other("catalog write failed"),
+            };
+            return Err(first_err.unwrap_or(e));
+        }
         let mut keep = Vec::new();
         for (mut s, ok) in staged.into_iter().zip(ok) {
             if !ok {
@@ -2435,7 +2555,7 @@ impl Inner {
                 }
             }
         }
-        let ok = sync_all(&keep);
+        let ok = sync_all(&keep, false);
         for (s, ok) in keep.into_iter().zip(ok) {
             if ok {
                 self.commit(s);
@@ -2603,6 +2723,9 @@ impl Inner {
         let mut checked = 0u64;
         for (a, &(_, ncols)) in sh.layout.archives.iter().enumerate() {
             for col in 0..ncols {
+                if !states.iter().any(|(_, _, st)| shard::block_has_rows(def, st, a, col)) {
+                    continue;
+                }
                 if sh.file.read_at(&mut buf, sh.layout.column_off(a, col)).is_err() {
                     continue;
                 }

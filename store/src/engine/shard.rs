@@ -390,6 +390,42 @@ pub fn encode_state_vec(shard: u32, slot: u32, st: &State, rra_cnt: usize) -> Ve
     b
 }
 
+/// What start-up needs of a state record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateHead {
+    pub gen: u64,
+    pub incarnation: u32,
+    pub created: u64,
+    pub last_up: u64,
+}
+
+/// Checks the record of `slot` without decoding the rest (no allocation).
+/// `Ok(None)` for a record never written (all zero bytes).
+///
+/// # Errors
+/// [`Corrupt`] on a checksum mismatch or values out of range. Never panics.
+pub fn check_state(shard: u32, slot: u32, rra_cnt: usize, b: &[u8]) -> Result<Option<StateHead>, Corrupt> {
+    let len = state_len(rra_cnt);
+    if b.len() < len {
+        return corrupt("state record truncated");
+    }
+    let b = &b[..len];
+    let at = STATE_FIXED + STATE_PER_RRA * rra_cnt;
+    let stored = u32_at(b, at);
+    let crc = crc32c::crc32c_append(state_seed(shard, slot), &b[..at]);
+    if crc != stored {
+        if stored == 0 && b.iter().all(|&x| x == 0) {
+            return Ok(None);
+        }
+        return corrupt(format!("state record of slot {slot} checksum mismatch"));
+    }
+    let h = StateHead { gen: u64_at(b, 0), incarnation: u32_at(b, 8), created: u64_at(b, 16), last_up: u64_at(b, 24) };
+    if h.last_up < h.created {
+        return corrupt(format!("state record of slot {slot} out of range"));
+    }
+    Ok(Some(h))
+}
+
 /// Decodes the record of `slot`. `Ok(None)` for a record never written (all zero
 /// bytes); a free slot's record has incarnation 0.
 ///
