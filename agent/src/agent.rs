@@ -60,6 +60,10 @@ impl PushSink for Shared {
         if known && !lock(&self.custom).contains(&p.name) {
             return Err(PushError::Refused(format!("{} is one of the agent's own metrics", p.name)));
         }
+        // Sources may report a name later than now (a rate after its second reading).
+        if let Some(prefix) = push::RESERVED_PREFIXES.iter().find(|x| p.name.starts_with(*x)) {
+            return Err(PushError::Refused(format!("names starting with {prefix} are the agent's own metrics")));
+        }
         lock(&self.custom).put(p, Instant::now())
     }
 }

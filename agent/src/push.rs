@@ -46,6 +46,9 @@ const MAX_CONNECTION_BYTES: u64 = 64 * 1024;
 const MAX_CONNECTIONS: usize = 16;
 /// How long one connection may stay open.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prefixes of the agent's application sources, which a push through the running
+/// agent may not use.
+pub const RESERVED_PREFIXES: [&str; 4] = ["apache_", "mysql_", "memcached_", "exec_"];
 /// `tmax` when the sender does not give one (gmetric's default).
 pub const DEFAULT_TMAX: Duration = Duration::from_secs(60);
 const MAX_TMAX_SECS: u64 = 86_400;

@@ -449,6 +449,8 @@ fn send_puts_custom_metrics_in_the_api_through_the_agent_and_directly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("own metrics"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = send(&agent, &["--name", "../../etc", "--value", "1"]);
     assert!(!out.status.success());
+    let out = send(&agent, &["--name", "mysql_questions", "--value", "1"]);
+    assert!(!out.status.success(), "a source's prefix is the agent's");
 
     // Straight to the collector, as this host and as another one.
     let out = send(&agent, &["--direct", "--name", "direct_metric", "--value", "7", "--unit", "s"]);
