@@ -40,9 +40,14 @@ pub enum RrdCommand {
         #[arg(required = true, allow_hyphen_values = true)]
         values: Vec<String>,
     },
-    /// Print rows: `fetch FILE CF [-s T] [-e T] [-r S]`.
+    /// Print rows: `fetch FILE CF [-s T] [-e T] [-r S]`, or of a collector's series:
+    /// `fetch --data DIR [cluster/]host/metric CF …` (read-only, also while it runs).
     Fetch {
+        /// A standalone file, or with `--data` a series name.
         file: PathBuf,
+        /// A collector's storage directory (`data_dir/store`).
+        #[arg(long)]
+        data: Option<PathBuf>,
         cf: String,
         #[arg(long, short = 's', allow_hyphen_values = true)]
         start: Option<String>,
@@ -301,8 +306,11 @@ pub fn run(cmd: RrdCommand) -> anyhow::Result<ExitCode> {
             f.save(&mut db)?;
             result?;
         }
-        RrdCommand::Fetch { file, cf, start, end, resolution, align_start } => {
-            let (_, db) = RrdFile::open(&disk, &file)?;
+        RrdCommand::Fetch { file, data, cf, start, end, resolution, align_start } => {
+            let db = match &data {
+                Some(_) => None,
+                None => Some(RrdFile::open(&disk, &file)?.1),
+            };
             let cf = Cf::parse(&cf).ok_or_else(|| anyhow!("unknown consolidation function '{cf}'"))?;
             let t = now();
             let end_t = match &end {
@@ -323,7 +331,16 @@ pub fn run(cmd: RrdCommand) -> anyhow::Result<ExitCode> {
                 start_t -= shift;
                 end_t -= shift;
             }
-            let f = db.fetch(cf, start_t, end_t, res.max(1))?;
+            let f = match (db, data) {
+                (Some(db), _) => db.fetch(cf, start_t, end_t, res.max(1))?,
+                (None, Some(dir)) => {
+                    let name = file.to_string_lossy();
+                    crate::engine::offline::fetch(&dir, &name, cf, start_t, end_t, res.max(1))
+                        .with_context(|| format!("{}: series {name}", dir.display()))?
+                        .1
+                }
+                (None, None) => bail!("fetch needs a file or --data"),
+            };
             out.write_all(render_fetch(&f).as_bytes())?;
         }
         RrdCommand::Info { file } => {

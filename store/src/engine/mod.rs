@@ -22,6 +22,7 @@
 
 pub mod catalog;
 pub mod journal;
+pub mod offline;
 pub mod shard;
 
 use std::collections::HashMap;
@@ -348,6 +349,9 @@ pub enum ReadError {
     File(#[from] FileError),
     #[error(transparent)]
     Fetch(#[from] crate::rrd::FetchError),
+    /// `host/metric` without a cluster matched series in several clusters.
+    #[error("several series match: {}", .0.join(", "))]
+    Ambiguous(Vec<String>),
 }
 
 /// Handle for [`Store::durable`]: the journal sequence of an append.
@@ -1501,6 +1505,95 @@ impl Drop for Store {
     }
 }
 
+/// A fetch of one series from its shard (or none yet) and its unflushed samples.
+fn fetch_snapshot(
+    sh: Option<&Shard>,
+    snap: &Snapshot,
+    cf: Cf,
+    start: u64,
+    end: u64,
+    res: u64,
+) -> Result<Fetched, ReadError> {
+    let def = &*snap.def;
+    let mut st = match sh {
+        Some(sh) if snap.incarnation != 0 => {
+            let mut b = vec![0u8; sh.layout.state_len];
+            let copy = sh.cur.load(Ordering::Acquire);
+            sh.file
+                .read_at(&mut b, sh.layout.state_off(copy, snap.slot))
+                .map_err(|source| FileError::Io { path: sh.path.clone(), source })?;
+            match shard::decode_state(sh.id, snap.slot, def, &b) {
+                Ok(Some(st)) if st.incarnation == snap.incarnation && st.incarnation != 0 => st,
+                Ok(_) => State::fresh(def, snap.incarnation, snap.created),
+                Err(e) => return Err(corrupt_err(sh, e.0)),
+            }
+        }
+        _ => State::fresh(def, snap.incarnation, snap.created),
+    };
+    let disk_state = st.clone();
+    let mut overlay: Vec<Vec<f64>> = vec![Vec::new(); def.rra.len()];
+    apply_samples(def, &mut st, &snap.pending, |a, _, v| overlay[a].push(v));
+    let r = choose_rra(def.step, &def.rra, st.last_up, cf, start, end, res)?;
+    let step = def.rra_step(r);
+    let rows = def.rra[r].rows;
+    let start = start - start % step;
+    let end = end + (step - end % step);
+    let n = ((end - start) / step) as usize;
+    let rra_end = st.last_up - st.last_up % step;
+    let created_end = snap.created - snap.created % step;
+    let ov = &overlay[r];
+    let mut blocks: Vec<(u32, [f64; BLOCK_ROWS])> = Vec::new();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = start + (i as u64 + 1) * step;
+        if t > rra_end || (rra_end - t) / step >= rows {
+            out.push(vec![DNAN]);
+            continue;
+        }
+        let age = ((rra_end - t) / step) as usize;
+        if age < ov.len() {
+            out.push(vec![ov[ov.len() - 1 - age]]);
+            continue;
+        }
+        if t <= created_end || t > disk_state.last_up {
+            out.push(vec![DNAN]);
+            continue;
+        }
+        let Some(sh) = sh else {
+            out.push(vec![DNAN]);
+            continue;
+        };
+        let row = (t / step) % rows;
+        let col = (row / BLOCK_ROWS as u64) as u32;
+        let vals = match blocks.iter().find(|b| b.0 == col) {
+            Some(b) => b.1,
+            None => {
+                let mut b = [0u8; BLOCK_LEN];
+                sh.file
+                    .read_at(&mut b, sh.layout.block_off(r, col, snap.slot))
+                    .map_err(|source| FileError::Io { path: sh.path.clone(), source })?;
+                match shard::check_block(sh.id, snap.slot, r, col, &b) {
+                    Ok(inc) if inc == snap.incarnation => {}
+                    Ok(_) => return Err(corrupt_err(sh, format!("block of slot {} holds another series", snap.slot))),
+                    Err(e) => return Err(corrupt_err(sh, e.0)),
+                }
+                let mut v = [DNAN; BLOCK_ROWS];
+                for (k, x) in v.iter_mut().enumerate() {
+                    *x = shard::block_value(&b, k);
+                }
+                blocks.push((col, v));
+                v
+            }
+        };
+        out.push(vec![vals[(row % BLOCK_ROWS as u64) as usize]]);
+    }
+    Ok(Fetched { start, end, step, ds_names: vec![def.ds.name.clone()], rows: out })
+}
+
+fn corrupt_err(sh: &Shard, reason: String) -> ReadError {
+    ReadError::File(FileError::Corrupt { path: sh.path.clone(), reason })
+}
+
 fn seg_id(p: &Path) -> Option<u64> {
     p.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok()
 }
@@ -1544,7 +1637,7 @@ impl Inner {
                     pending: s.pending.clone(),
                 }
             };
-            return self.fetch_snapshot(sh.as_deref(), &snap, cf, start, end, res).inspect_err(|e| {
+            return fetch_snapshot(sh.as_deref(), &snap, cf, start, end, res).inspect_err(|e| {
                 if matches!(e, ReadError::File(FileError::Corrupt { .. })) {
                     self.mark_corrupt(h, k);
                 }
@@ -1557,99 +1650,6 @@ impl Inner {
         if let Some(sid) = idx.find(h, k) {
             idx.series[sid as usize].flags |= F_CORRUPT;
         }
-    }
-
-    fn corrupt_err(&self, sh: &Shard, reason: String) -> ReadError {
-        ReadError::File(FileError::Corrupt { path: sh.path.clone(), reason })
-    }
-
-    fn fetch_snapshot(
-        &self,
-        sh: Option<&Shard>,
-        snap: &Snapshot,
-        cf: Cf,
-        start: u64,
-        end: u64,
-        res: u64,
-    ) -> Result<Fetched, ReadError> {
-        let def = &*snap.def;
-        let mut st = match sh {
-            Some(sh) if snap.incarnation != 0 => {
-                let mut b = vec![0u8; sh.layout.state_len];
-                let copy = sh.cur.load(Ordering::Acquire);
-                sh.file
-                    .read_at(&mut b, sh.layout.state_off(copy, snap.slot))
-                    .map_err(|source| FileError::Io { path: sh.path.clone(), source })?;
-                match shard::decode_state(sh.id, snap.slot, def, &b) {
-                    Ok(Some(st)) if st.incarnation == snap.incarnation && st.incarnation != 0 => st,
-                    Ok(_) => State::fresh(def, snap.incarnation, snap.created),
-                    Err(e) => return Err(self.corrupt_err(sh, e.0)),
-                }
-            }
-            _ => State::fresh(def, snap.incarnation, snap.created),
-        };
-        let disk_state = st.clone();
-        let mut overlay: Vec<Vec<f64>> = vec![Vec::new(); def.rra.len()];
-        apply_samples(def, &mut st, &snap.pending, |a, _, v| overlay[a].push(v));
-        let r = choose_rra(def.step, &def.rra, st.last_up, cf, start, end, res)?;
-        let step = def.rra_step(r);
-        let rows = def.rra[r].rows;
-        let start = start - start % step;
-        let end = end + (step - end % step);
-        let n = ((end - start) / step) as usize;
-        let rra_end = st.last_up - st.last_up % step;
-        let created_end = snap.created - snap.created % step;
-        let ov = &overlay[r];
-        let mut blocks: Vec<(u32, [f64; BLOCK_ROWS])> = Vec::new();
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let t = start + (i as u64 + 1) * step;
-            if t > rra_end || (rra_end - t) / step >= rows {
-                out.push(vec![DNAN]);
-                continue;
-            }
-            let age = ((rra_end - t) / step) as usize;
-            if age < ov.len() {
-                out.push(vec![ov[ov.len() - 1 - age]]);
-                continue;
-            }
-            if t <= created_end || t > disk_state.last_up {
-                out.push(vec![DNAN]);
-                continue;
-            }
-            let Some(sh) = sh else {
-                out.push(vec![DNAN]);
-                continue;
-            };
-            let row = (t / step) % rows;
-            let col = (row / BLOCK_ROWS as u64) as u32;
-            let vals = match blocks.iter().find(|b| b.0 == col) {
-                Some(b) => b.1,
-                None => {
-                    let mut b = [0u8; BLOCK_LEN];
-                    sh.file
-                        .read_at(&mut b, sh.layout.block_off(r, col, snap.slot))
-                        .map_err(|source| FileError::Io { path: sh.path.clone(), source })?;
-                    match shard::check_block(sh.id, snap.slot, r, col, &b) {
-                        Ok(inc) if inc == snap.incarnation => {}
-                        Ok(_) => {
-                            return Err(
-                                self.corrupt_err(sh, format!("block of slot {} holds another series", snap.slot))
-                            )
-                        }
-                        Err(e) => return Err(self.corrupt_err(sh, e.0)),
-                    }
-                    let mut v = [DNAN; BLOCK_ROWS];
-                    for (k, x) in v.iter_mut().enumerate() {
-                        *x = shard::block_value(&b, k);
-                    }
-                    blocks.push((col, v));
-                    v
-                }
-            };
-            out.push(vec![vals[(row % BLOCK_ROWS as u64) as usize]]);
-        }
-        Ok(Fetched { start, end, step, ds_names: vec![def.ds.name.clone()], rows: out })
     }
 
     fn mark_durable(&self, seq: u64) {

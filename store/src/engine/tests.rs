@@ -537,3 +537,36 @@ fn samples_by_resolved_id() {
     s.flush_all().unwrap();
     assert_eq!(values(&s, "b", 12, 1), want(12, 1));
 }
+
+#[test]
+fn a_running_store_can_be_read_from_outside() {
+    let disk = MemDisk::new();
+    let s = open(&disk);
+    let t = s.append(&batch(1, 20, &["a", "b"])).unwrap();
+    s.durable(t).unwrap();
+    s.flush_all().unwrap();
+    let t = s.append(&batch(21, 10, &["a", "b"])).unwrap();
+    s.durable(t).unwrap();
+    let t = s.append(&batch(1, 5, &["new"])).unwrap();
+    s.durable(t).unwrap();
+    let (start, end) = (T as u64, (T + 15 * 30) as u64);
+    for (name, host) in [("web/a/load_one", "a"), ("b/load_one", "b"), ("new/load_one", "new")] {
+        let (k, got) = offline::fetch_on(&disk, Path::new("/data"), name, Cf::Average, start, end, 15).unwrap();
+        assert_eq!(k, key(host));
+        let want = s.fetch(&key(host), Cf::Average, start, end, 15).unwrap();
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "{name}");
+    }
+    assert!(matches!(
+        offline::fetch_on(&disk, Path::new("/data"), "zz/load_one", Cf::Average, start, end, 15),
+        Err(ReadError::NotFound)
+    ));
+    // The same host/metric in two clusters needs the cluster.
+    let other =
+        Update { series: SeriesKey::new("db", "a", "load_one"), kind: DsKind::Gauge, time_ms: T * 1000, value: 1.0 };
+    let t = s.append(&[other]).unwrap();
+    s.durable(t).unwrap();
+    assert!(matches!(
+        offline::fetch_on(&disk, Path::new("/data"), "a/load_one", Cf::Average, start, end, 15),
+        Err(ReadError::Ambiguous(_))
+    ));
+}
