@@ -14,7 +14,9 @@
 //!   implementation.
 //! - [`file`]: the on-disk format of one database and reading/writing it.
 //! - [`cli`]: `create`, `update`, `fetch`, `info`, `dump` with rrdtool's syntax and output.
-//! - [`engine`]: `Store`, the many-series engine (journal, group commit, flusher).
+//! - [`engine`]: `Store`, the many-series engine (journal, group commit, flusher,
+//!   shard files; `engine::offline` reads a running store from outside).
+//! - [`import`]: Ganglia RRD trees into a store (`ganglion import-rrd`).
 //!
 //! ```
 //! use ganglion_store::rrd::{Cf, DsDef, Rrd, RraDef};
@@ -31,4 +33,5 @@ pub mod cli;
 pub mod disk;
 pub mod engine;
 pub mod file;
+pub mod import;
 pub mod rrd;

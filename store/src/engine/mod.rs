@@ -37,7 +37,8 @@ use rand::seq::SliceRandom;
 
 use crate::disk::{Disk, DiskFile, RealDisk};
 use crate::file::FileError;
-use crate::rrd::{advance, choose_rra, CdpPrep, Cf, Defs, DsDef, DsType, Fetched, Live, RraDef, DNAN};
+use crate::import::ImportError;
+use crate::rrd::{advance, choose_rra, CdpPrep, Cf, Defs, DsDef, DsType, Fetched, Live, RraDef, Rrd, DNAN};
 use shard::{Layout, ShardDef, State, BLOCK_LEN, BLOCK_ROWS};
 
 /// Identity of one series.
@@ -1465,6 +1466,146 @@ impl Store {
         inner.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * n, Ordering::Relaxed);
         idx.remove(sid);
         inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Creates `series` from data source `ds` of `db` (an RRD read with
+    /// [`crate::import::parse_dump`]): its definition, live state and every archive
+    /// row, so history is kept and the next sample continues as rrdtool would. Durable
+    /// when this returns.
+    ///
+    /// # Errors
+    /// [`ImportError::Exists`] when the series exists; [`ImportError::Unsupported`]
+    /// for DCOUNTER/DDERIVE or archives a shard cannot hold; I/O errors.
+    pub fn import(&self, series: &SeriesKey, db: &Rrd, ds: usize) -> Result<(), ImportError> {
+        let inner = &*self.inner;
+        let d = db.ds.get(ds).ok_or_else(|| ImportError::Unsupported(format!("no data source {ds}")))?;
+        let kind = match d.kind {
+            DsType::Gauge => DsKind::Gauge,
+            DsType::Counter => DsKind::Counter,
+            DsType::Derive => DsKind::Derive,
+            DsType::Absolute => DsKind::Absolute,
+            other => return Err(ImportError::Unsupported(format!("data source type {other}"))),
+        };
+        let def = ShardDef {
+            step: db.step,
+            ds: DsDef { name: "value".into(), kind: d.kind, heartbeat: d.heartbeat, min: d.min, max: d.max },
+            rra: db.rra.clone(),
+        };
+        def.check().map_err(ImportError::Unsupported)?;
+        let parts = series.parts();
+        if !valid_parts(parts) {
+            return Err(ImportError::Unsupported(format!("series name {}", series.joined())));
+        }
+        // Every row of every archive lies after `created`, so all of them count.
+        let created = (0..def.rra.len())
+            .map(|a| {
+                let s = def.rra_step(a);
+                (db.last_up - db.last_up % s).saturating_sub(def.rra[a].rows * s)
+            })
+            .min()
+            .unwrap_or(0);
+        let last = match db.pdp[ds].last_ds.as_str() {
+            s if s.starts_with('U') => f64::NAN,
+            s => s.parse().unwrap_or(f64::NAN),
+        };
+        let n = db.ds.len();
+        let mut st = State {
+            gen: 0,
+            incarnation: 0,
+            created,
+            last_up: db.last_up,
+            last,
+            pdp_val: db.pdp[ds].val,
+            pdp_unkn: db.pdp[ds].unkn_sec,
+            cdp: (0..def.rra.len())
+                .map(|a| CdpPrep {
+                    val: db.cdp[a * n + ds].val,
+                    unkn_pdp: db.cdp[a * n + ds].unkn_pdp,
+                    primary: DNAN,
+                    secondary: DNAN,
+                })
+                .collect(),
+        };
+        let _g = lock(&inner.flush_lock);
+        let sid = {
+            let mut idx = lock(&inner.index);
+            let h = key_hash(parts);
+            if idx.find(h, parts).is_some() {
+                return Err(ImportError::Exists(series.joined()));
+            }
+            let g = idx.group_of(def);
+            let sid = idx.insert(h, series.joined().into(), kind, g, created);
+            idx.series[sid as usize].last = db.last_up;
+            inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
+            sid
+        };
+        let io = |source| FileError::Io { path: inner.dir.clone(), source };
+        inner.place_unplaced().map_err(io)?;
+        let (shard_id, slot, inc) = {
+            let idx = lock(&inner.index);
+            let s = &idx.series[sid as usize];
+            (s.shard, s.slot, s.incarnation)
+        };
+        st.incarnation = inc;
+        let sh =
+            read(&inner.shards)[shard_id as usize].clone().ok_or_else(|| io(std::io::Error::other("shard missing")))?;
+        let ioerr = |source| FileError::Io { path: sh.path.clone(), source };
+        // Every block of the series, rows moved to where time puts them.
+        {
+            let _w = write(&sh.io);
+            for (a, r) in sh.def.rra.iter().enumerate() {
+                let s = sh.def.rra_step(a);
+                let cur = (db.last_up / s) % r.rows;
+                for col in 0..sh.layout.archives[a].1 {
+                    let mut b = [0u8; BLOCK_LEN];
+                    shard::clear_block(&mut b);
+                    for i in 0..BLOCK_ROWS {
+                        let p = u64::from(col) * BLOCK_ROWS as u64 + i as u64;
+                        if p >= r.rows {
+                            break;
+                        }
+                        let age = (cur + r.rows - p) % r.rows;
+                        let row = (db.cur_row[a] + r.rows - age) % r.rows;
+                        shard::set_block_value(&mut b, i, db.value(a, row, ds));
+                    }
+                    shard::seal_block(sh.id, slot, a, col, inc, &mut b);
+                    sh.file.write_at(&b, sh.layout.block_off(a, col, slot)).map_err(ioerr)?;
+                }
+            }
+        }
+        let key = series.joined();
+        inner.append_catalog(&[catalog::Op::Add {
+            shard: sh.id,
+            slot,
+            incarnation: inc,
+            kind,
+            created,
+            key: key.clone(),
+        }])?;
+        inner.sync_shard(&sh)?;
+        // The state, through the A/B tables like a flush.
+        let cur = sh.cur.load(Ordering::Acquire);
+        let mut table = vec![0u8; sh.layout.table_len()];
+        sh.file.read_at(&mut table, sh.layout.states[cur]).map_err(ioerr)?;
+        st.gen = sh.gen.load(Ordering::Relaxed) + 1;
+        let work = Work {
+            sid,
+            slot,
+            inc,
+            created,
+            key: key.into(),
+            kind,
+            samples: Vec::new(),
+            new_catalog: false,
+            corrupt: None,
+            st,
+        };
+        let zero = lock(&inner.index).shards[sh.id as usize].to_zero.clone();
+        let mut staged = Staged { sh: sh.clone(), work: vec![work], zero, table, cur, adds: Vec::new(), written: 0 };
+        inner.stage_states(&mut staged)?;
+        inner.sync_shard(&sh)?;
+        inner.commit(staged);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::disk::MemDisk;
+use crate::import::ImportError;
 use crate::rrd::Rrd;
 use proptest::prelude::*;
 
@@ -569,4 +570,101 @@ fn a_running_store_can_be_read_from_outside() {
         offline::fetch_on(&disk, Path::new("/data"), "a/load_one", Cf::Average, start, end, 15),
         Err(ReadError::Ambiguous(_))
     ));
+}
+
+#[test]
+fn an_imported_database_fetches_and_continues_like_rrdtool() {
+    let ds = vec![DsDef { name: "sum".into(), kind: DsType::Gauge, heartbeat: 60, min: 0.0, max: 1000.0 }];
+    let rra = ["RRA:AVERAGE:0.5:1:50", "RRA:MAX:0.5:4:30", "RRA:AVERAGE:0.5:20:12"]
+        .iter()
+        .map(|s| RraDef::parse(s).unwrap())
+        .collect();
+    let t0 = 1_700_000_000u64;
+    let mut db = Rrd::create(15, t0, ds, rra).unwrap();
+    let mut t = t0;
+    for k in 0..700u64 {
+        t += if k % 50 == 49 { 200 } else { 15 };
+        let v = if k % 17 == 0 { "U".to_string() } else { format!("{}", (k * 37 % 1100) as f64 / 3.0) };
+        db.update(t, &[&v]).unwrap();
+    }
+    let disk = MemDisk::new();
+    let s = open(&disk);
+    let k = SeriesKey::new("old", "h1", "cpu_user");
+    s.import(&k, &db, 0).unwrap();
+    assert!(matches!(s.import(&k, &db, 0), Err(ImportError::Exists(_))));
+    let same = |s: &Store, db: &Rrd| {
+        for (cf, span, res) in
+            [(Cf::Average, 600, 1), (Cf::Max, 3000, 60), (Cf::Average, 20_000, 300), (Cf::Average, 100, 15)]
+        {
+            let end = db.last_up;
+            let want = db.fetch(cf, end - span, end, res).unwrap();
+            let got = s.fetch(&k, cf, end - span, end, res).unwrap();
+            assert_eq!((got.start, got.step, got.rows.len()), (want.start, want.step, want.rows.len()));
+            for (a, b) in got.rows.iter().zip(&want.rows) {
+                assert!(
+                    a[0].to_bits() == b[0].to_bits() || (a[0].is_nan() && b[0].is_nan()),
+                    "{cf:?} {span}: {a:?} {b:?}"
+                );
+            }
+        }
+    };
+    same(&s, &db);
+    // New samples continue the imported state exactly.
+    for j in 1..=30u64 {
+        let tj = db.last_up + 15;
+        let v = (j * 7) as f64;
+        s.append(&[Update { series: k.clone(), kind: DsKind::Gauge, time_ms: tj as i64 * 1000, value: v }]).unwrap();
+        db.update(tj, &[&value_text(v)]).unwrap();
+        if j == 10 {
+            s.flush_all().unwrap();
+        }
+    }
+    same(&s, &db);
+    drop(s);
+    let s = open(&disk);
+    same(&s, &db);
+    assert_eq!(s.stats().corrupt_files.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_tree_of_rrd_files_is_imported() {
+    let tree = tempfile::tempdir().unwrap();
+    let mut dumps = std::collections::HashMap::new();
+    for (c, h, m, ds) in
+        [("c1", "web1", "load_one", 1), ("c1", "web2", "load_one", 1), ("c1", "__SummaryInfo__", "load_one", 2)]
+    {
+        let dir = tree.path().join(c).join(h);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("{m}.rrd"));
+        std::fs::write(&p, b"").unwrap();
+        let mut defs = vec![DsDef::parse("DS:sum:GAUGE:120:U:U").unwrap()];
+        if ds == 2 {
+            defs.push(DsDef::parse("DS:num:GAUGE:120:U:U").unwrap());
+        }
+        let mut db =
+            Rrd::create(15, 1_700_000_000, defs, vec![RraDef::parse("RRA:AVERAGE:0.5:1:100").unwrap()]).unwrap();
+        for k in 1..50u64 {
+            let vals: Vec<String> = (0..ds).map(|i| format!("{}", k + i)).collect();
+            let vals: Vec<&str> = vals.iter().map(String::as_str).collect();
+            db.update(1_700_000_000 + 15 * k, &vals).unwrap();
+        }
+        dumps.insert(p, crate::cli::render_dump(&db));
+    }
+    std::fs::write(tree.path().join("stray.rrd"), b"").unwrap();
+    let disk = MemDisk::new();
+    let s = open(&disk);
+    s.append(&[Update {
+        series: SeriesKey::new("c1", "web2", "load_one"),
+        kind: DsKind::Gauge,
+        time_ms: T * 1000,
+        value: 1.0,
+    }])
+    .unwrap();
+    let r = crate::import::import_tree_with(&s, tree.path(), |p| Ok(dumps[p].clone())).unwrap();
+    assert_eq!(r.imported, vec!["c1/__SummaryInfo__/load_one", "c1/__SummaryInfo__/load_one:num", "c1/web1/load_one"]);
+    assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped); // web2 exists already
+    let f = s
+        .fetch(&SeriesKey::new("c1", "__SummaryInfo__", "load_one:num"), Cf::Average, 1_700_000_600, 1_700_000_700, 15)
+        .unwrap();
+    assert!(f.rows.iter().any(|r| r[0] > 40.0), "{:?}", f.rows);
 }
