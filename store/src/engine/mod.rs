@@ -182,7 +182,8 @@ pub struct StoreConfig {
     pub fsync: FsyncPolicy,
     /// Every series is written to its shard once per this period (spread, shuffled).
     pub flush_interval_secs: u64,
-    /// When unflushed samples take more memory than this, the flusher speeds up.
+    /// When unflushed samples take more memory than this (16 bytes each), the flusher
+    /// speeds up; past twice this, appends are refused until it catches up.
     pub max_unflushed_bytes: u64,
     /// Run the background threads (tests drive [`Store::flush_all`] by hand without).
     pub background: bool,
@@ -306,6 +307,8 @@ pub struct Stats {
     pub quarantined: AtomicU64,
     pub unflushed_bytes: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Appends refused because unflushed samples passed twice `max_unflushed_bytes`.
+    pub backpressure: AtomicU64,
     /// Series known (in shards or only in memory so far).
     pub series: AtomicU64,
     pub shards: AtomicU64,
@@ -1219,6 +1222,14 @@ impl Store {
             return Err(WriteError::Closed);
         }
         inner.stats.received.fetch_add(n as u64, Ordering::Relaxed);
+        // The flusher runs early past max_unflushed_bytes; past twice that it is not
+        // keeping up (disk slow, full or failing): stop accepting until it catches up.
+        if inner.stats.unflushed_bytes.load(Ordering::Relaxed) > inner.cfg.max_unflushed_bytes.saturating_mul(2) {
+            inner.stats.backpressure.fetch_add(1, Ordering::Relaxed);
+            return Err(WriteError::Backpressure(std::io::Error::other(
+                "unflushed samples exceed twice max_unflushed_bytes: the flusher is behind",
+            )));
+        }
         // The journal lock is held across validation and the memory insert so the
         // journal order equals the order samples were accepted in.
         let mut jg = lock(&inner.journal);

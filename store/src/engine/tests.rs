@@ -668,3 +668,16 @@ fn a_tree_of_rrd_files_is_imported() {
         .unwrap();
     assert!(f.rows.iter().any(|r| r[0] > 40.0), "{:?}", f.rows);
 }
+
+#[test]
+fn a_flusher_that_falls_behind_stops_acknowledgements_until_it_catches_up() {
+    let disk = MemDisk::new();
+    let c = StoreConfig { max_unflushed_bytes: 16 * 40, ..cfg() };
+    let s = Store::open_on_with(Arc::new(disk.clone()), Path::new("/data"), c, opts()).unwrap();
+    s.append(&batch(1, 41, &["a", "b"])).unwrap(); // 82 samples: past twice the bound
+    assert!(matches!(s.append(&batch(42, 1, &["a"])), Err(WriteError::Backpressure(_))));
+    assert_eq!(s.stats().backpressure.load(Ordering::Relaxed), 1);
+    s.flush_all().unwrap();
+    s.append(&batch(42, 1, &["a"])).unwrap();
+    assert_eq!(values(&s, "a", 2, 41), want(2, 41));
+}
