@@ -109,11 +109,9 @@ fn mpstat_average(text: &str) -> HashMap<String, f64> {
     cols.iter().skip(off).zip(vals.iter()).filter_map(|(c, v)| Some(((*c).to_owned(), v.parse().ok()?))).collect()
 }
 
-#[test]
-fn cpu_shares_agree_with_mpstat_within_five_points() {
-    require("mpstat", "sysstat");
-    let _burn = Burn::start();
-    std::thread::sleep(Duration::from_millis(300));
+/// One side-by-side measurement: `None` when every share agrees within five points,
+/// else what disagreed.
+fn compare_with_mpstat() -> Option<String> {
     let mp = std::thread::spawn(|| {
         let out = Command::new("mpstat").args(["-u", "4", "1"]).env("LC_ALL", "C").output().expect("mpstat");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -129,14 +127,33 @@ fn cpu_shares_agree_with_mpstat_within_five_points() {
         ("cpu_wio", mp["%iowait"]),
         ("cpu_steal", mp["%steal"]),
     ];
-    for (name, theirs) in pairs {
-        let v = ours[name];
-        assert!(
-            (v - theirs).abs() <= 5.0,
-            "{name}: agent {v:.2} vs mpstat {theirs:.2}\nmpstat: {mp:?}\nagent: {ours:?}"
-        );
+    let mut bad: Vec<String> = pairs
+        .iter()
+        .filter(|(name, theirs)| (ours[*name] - theirs).abs() > 5.0)
+        .map(|(name, theirs)| format!("{name}: agent {:.2} vs mpstat {theirs:.2}", ours[*name]))
+        .collect();
+    if ours["cpu_user"] <= 20.0 {
+        bad.push(format!("the busy thread does not show as user time ({:.2})", ours["cpu_user"]));
     }
-    assert!(ours["cpu_user"] > 20.0, "the busy thread should show as user time: {ours:?}");
+    (!bad.is_empty()).then(|| format!("{}\nmpstat: {mp:?}\nagent: {ours:?}", bad.join("; ")))
+}
+
+#[test]
+fn cpu_shares_agree_with_mpstat_within_five_points() {
+    require("mpstat", "sysstat");
+    let _burn = Burn::start();
+    std::thread::sleep(Duration::from_millis(300));
+    // The two tools cannot start their windows at the same instant, and other tests
+    // load the machine unevenly; a real disagreement shows in every attempt, a window
+    // that caught a burst of someone else's system time does not.
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match compare_with_mpstat() {
+            None => return,
+            Some(f) => failures.push(f),
+        }
+    }
+    panic!("the agent and mpstat disagreed in all three windows:\n{}", failures.join("\n---\n"));
 }
 
 #[test]
