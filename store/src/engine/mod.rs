@@ -908,7 +908,6 @@ struct Work {
     slot: u32,
     inc: u32,
     created: u64,
-    key: Box<str>,
     kind: DsKind,
     samples: Vec<(u64, f64)>,
     new_catalog: bool,
@@ -1600,18 +1599,7 @@ impl Store {
         let mut table = vec![0u8; sh.layout.table_len()];
         sh.file.read_at(&mut table, sh.layout.states[cur]).map_err(ioerr)?;
         st.gen = sh.gen.load(Ordering::Relaxed) + 1;
-        let work = Work {
-            sid,
-            slot,
-            inc,
-            created,
-            key: key.into(),
-            kind,
-            samples: Vec::new(),
-            new_catalog: false,
-            corrupt: None,
-            st,
-        };
+        let work = Work { sid, slot, inc, created, kind, samples: Vec::new(), new_catalog: false, corrupt: None, st };
         let zero = lock(&inner.index).shards[sh.id as usize].to_zero.clone();
         let mut staged = Staged { sh: sh.clone(), work: vec![work], zero, table, cur, adds: Vec::new(), written: 0 };
         inner.stage_states(&mut staged)?;
@@ -2443,7 +2431,6 @@ impl Inner {
                     slot: slot as u32,
                     inc: s.incarnation,
                     created: s.created,
-                    key: s.key.clone(),
                     kind: s.kind,
                     samples: s.pending.clone(),
                     new_catalog: s.flags & F_CATALOGED == 0,
@@ -2579,18 +2566,20 @@ impl Inner {
                 sh.file.write_at(buf, sh.layout.column_off(*a, *c0)).map_err(ioerr)?;
             }
         }
-        let adds = work
-            .iter()
-            .filter(|w| w.new_catalog)
-            .map(|w| catalog::Op::Add {
-                shard: sh.id,
-                slot: w.slot,
-                incarnation: w.inc,
-                kind: w.kind,
-                created: w.created,
-                key: w.key.to_string(),
-            })
-            .collect();
+        let adds = {
+            let idx = lock(&self.index);
+            work.iter()
+                .filter(|w| w.new_catalog)
+                .map(|w| catalog::Op::Add {
+                    shard: sh.id,
+                    slot: w.slot,
+                    incarnation: w.inc,
+                    kind: w.kind,
+                    created: w.created,
+                    key: idx.series[w.sid as usize].key.to_string(),
+                })
+                .collect()
+        };
         Ok(Some(Staged { sh: sh.clone(), work, zero, table, cur, adds, written }))
     }
 
@@ -2728,7 +2717,8 @@ impl Inner {
     /// from its first unflushed sample.
     fn reset_series(&self, sh: &Shard, w: &mut Work) {
         let reason = w.corrupt.clone().unwrap_or_default();
-        self.quarantine_slot(sh, w.slot, &w.key, &reason);
+        let key = lock(&self.index).series[w.sid as usize].key.to_string();
+        self.quarantine_slot(sh, w.slot, &key, &reason);
         let start = w.samples.first().map_or(w.st.last_up, |s| s.0.saturating_sub(1));
         let inc = {
             let mut idx = lock(&self.index);
