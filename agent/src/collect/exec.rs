@@ -421,7 +421,7 @@ pub fn spawn(configs: &[ExecConfig], results: Arc<ExecResults>, shutdown: Cancel
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::tests::value;
+    use crate::collect::tests::{app_fixture, value};
     use proptest::prelude::*;
 
     fn plugin(name: &str, command: &[&str], timeout_ms: u64) -> ExecConfig {
@@ -435,13 +435,24 @@ mod tests {
     }
 
     #[test]
-    fn reads_check_disk_style_perfdata() {
-        // As printed by check_disk of monitoring-plugins 2.3.
-        let text = "DISK OK - free space: / 3326 MB (56% inode=85%);| /=2643MB;5948;6653;0;7404 '/boot fs'=68MB;88;93;0;98 inodes=85%;;;0;100\n";
-        let out = parse_output(text, ExecFormat::Auto);
-        assert!(out.nagios);
-        let labels: Vec<_> = out.values.iter().map(|v| (v.label.as_str(), v.value, v.unit.as_str())).collect();
-        assert_eq!(labels, [("/", 2643.0, "MB"), ("/boot fs", 68.0, "MB"), ("inodes", 85.0, "%")]);
+    fn reads_perfdata_of_the_standard_plugins() {
+        // Captured from monitoring-plugins 2.3.3 (Debian 12).
+        let disk = parse_output(&app_fixture("nagios-check_disk-2.3.3.txt"), ExecFormat::Auto);
+        assert!(disk.nagios);
+        let v: Vec<_> = disk.values.iter().map(|v| (v.label.as_str(), v.value, v.unit.as_str())).collect();
+        assert_eq!(v, [("/", 45_119_176_704.0, "B")]);
+        let load = parse_output(&app_fixture("nagios-check_load-2.3.3.txt"), ExecFormat::Auto);
+        let v: Vec<_> = load.values.iter().map(|v| (v.label.as_str(), v.value)).collect();
+        assert_eq!(v, [("load1", 4.13), ("load5", 5.25), ("load15", 6.17)]);
+        let procs = parse_output(&app_fixture("nagios-check_procs-2.3.3.txt"), ExecFormat::Auto);
+        assert_eq!(
+            procs.values,
+            [PluginValue { label: "procs".into(), value: 108.0, unit: String::new(), kind: MetricKind::Gauge }]
+        );
+        // Quoted labels with spaces, as check_disk prints for such mount points.
+        let quoted = parse_perfdata("'/boot fs'=68MB;88;93;0;98 inodes=85%;;;0;100");
+        let v: Vec<_> = quoted.iter().map(|v| (v.label.as_str(), v.value, v.unit.as_str())).collect();
+        assert_eq!(v, [("/boot fs", 68.0, "MB"), ("inodes", 85.0, "%")]);
     }
 
     #[test]
