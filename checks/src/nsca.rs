@@ -443,10 +443,18 @@ fn field(raw: &[u8]) -> String {
 }
 
 fn xor(buf: &mut [u8], iv: &[u8; IV_LEN], password: &[u8]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b ^= iv[i % IV_LEN];
-        if !password.is_empty() {
-            *b ^= password[i % password.len()];
+    // Key-sized chunks instead of a division per byte per key (a packet is 4,304 bytes);
+    // the inner loops vectorise.
+    for chunk in buf.chunks_mut(IV_LEN) {
+        for (b, k) in chunk.iter_mut().zip(iv) {
+            *b ^= k;
+        }
+    }
+    if !password.is_empty() {
+        for chunk in buf.chunks_mut(password.len()) {
+            for (b, k) in chunk.iter_mut().zip(password) {
+                *b ^= k;
+            }
         }
     }
 }
@@ -530,12 +538,43 @@ trait Keystream: Send {
     fn apply(&mut self, buf: &mut [u8]);
 }
 
-struct Dec<C: BlockCipherEncrypt>(cfb8::Decryptor<C>);
 struct Enc<C: BlockCipherEncrypt>(cfb8::Encryptor<C>);
 
-impl<C: BlockCipherEncrypt + Send> Keystream for Dec<C> {
+/// CFB8 decryption that runs the block cipher on a whole buffer's positions at once.
+///
+/// The shift register at each byte is made of the 16 (or 8) ciphertext bytes before it, all
+/// of which have already arrived, so the 4,304 block encryptions of a packet do not depend
+/// on each other: `encrypt_blocks` lets the cipher pipeline them (AES-NI works on 8 blocks
+/// at a time). `cfb8::Decryptor` runs them one after another, which made AES-256 cost
+/// 150 µs per packet. The output is byte for byte the same (tested against it below).
+struct ParDec<C: BlockCipherEncrypt> {
+    cipher: C,
+    /// The last block-size ciphertext bytes seen (the IV at first).
+    register: Vec<u8>,
+    /// Scratch space, reused across packets.
+    blocks: Vec<Block<C>>,
+    stream: Vec<u8>,
+}
+
+impl<C: BlockCipherEncrypt + Send> Keystream for ParDec<C> {
     fn apply(&mut self, buf: &mut [u8]) {
-        self.0.decrypt(buf);
+        let b = self.register.len();
+        self.stream.clear();
+        self.stream.extend_from_slice(&self.register);
+        self.stream.extend_from_slice(buf);
+        self.blocks.clear();
+        self.blocks.extend(
+            self.stream
+                .windows(b)
+                .take(buf.len())
+                .map(|w| Block::<C>::try_from(w).expect("a window is one block long")),
+        );
+        self.cipher.encrypt_blocks(&mut self.blocks);
+        for (byte, block) in buf.iter_mut().zip(&self.blocks) {
+            *byte ^= block[0];
+        }
+        let tail = self.stream.len() - b;
+        self.register.copy_from_slice(&self.stream[tail..]);
     }
 }
 
@@ -565,9 +604,7 @@ where
     let cipher = C::new_from_slice(&key).expect("key_len is a key size the cipher accepts (tested for every method)");
     match dir {
         Direction::Decrypt => {
-            let iv = cfb8::cipher::Iv::<cfb8::Decryptor<C>>::try_from(&iv[..block])
-                .expect("the IV is 128 bytes, longer than any block");
-            Box::new(Dec(<cfb8::Decryptor<C> as cfb8::cipher::InnerIvInit>::inner_iv_init(cipher, &iv)))
+            Box::new(ParDec { cipher, register: iv[..block].to_vec(), blocks: Vec::new(), stream: Vec::new() })
         }
         Direction::Encrypt => {
             let iv = cfb8::cipher::Iv::<cfb8::Encryptor<C>>::try_from(&iv[..block])
@@ -711,6 +748,33 @@ impl BlockCipherEncrypt for McryptGost {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn par_matches_cfb8_crate<C: BlockCipherEncrypt + KeyInit + Send + Clone>(key: &[u8]) {
+        use cfb8::cipher::InnerIvInit;
+        let iv: Vec<u8> = (0..128u8).collect();
+        let data: Vec<u8> = (0..3 * PACKET_LEN).map(|i| (i * 31 % 251) as u8).collect();
+        let cipher = C::new_from_slice(key).unwrap();
+        let b = <C as BlockSizeUser>::block_size();
+        let mut want = data.clone();
+        let civ = cfb8::cipher::Iv::<cfb8::Decryptor<C>>::try_from(&iv[..b]).unwrap();
+        cfb8::Decryptor::<C>::inner_iv_init(cipher.clone(), &civ).decrypt(&mut want);
+        for chunk in [1, 7, 16, 100, PACKET_LEN, 3 * PACKET_LEN] {
+            let mut par =
+                ParDec { cipher: cipher.clone(), register: iv[..b].to_vec(), blocks: Vec::new(), stream: Vec::new() };
+            let mut got = data.clone();
+            for part in got.chunks_mut(chunk) {
+                par.apply(part);
+            }
+            assert_eq!(got, want, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn parallel_cfb8_decryption_matches_the_cfb8_crate() {
+        par_matches_cfb8_crate::<aes::Aes256>(&[9u8; 32]);
+        par_matches_cfb8_crate::<des::Des>(&[3u8; 8]);
+        par_matches_cfb8_crate::<blowfish::Blowfish>(&[5u8; 56]);
+    }
 
     const FIXTURE_TS: u32 = 1_700_000_000;
     const FIXTURE_PW: &[u8] = b"nsca-test-pw";

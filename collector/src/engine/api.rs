@@ -89,6 +89,7 @@ pub fn health(engine: &EngineHandle) -> Value {
     json!({
         "checks": s.checks.load(Relaxed),
         "received": s.received.load(Relaxed),
+        "passive": s.passive.load(Relaxed),
         "rejected": s.rejected.load(Relaxed),
         "written": s.written.load(Relaxed),
         "dropped": s.dropped.load(Relaxed),

@@ -96,7 +96,7 @@ impl ServiceRow {
             key: (cluster.to_owned(), host.to_owned(), inst.def.name.clone()),
             saved: SavedCheck {
                 status: inst.obj.status.clone(),
-                output: inst.obj.output.clone(),
+                output: inst.output(),
                 last_result: inst.last_result,
                 flap: Some(inst.obj.flap.clone()),
                 ack: inst.obj.ack.as_deref().cloned(),

@@ -86,6 +86,8 @@ pub type CheckKey = (String, String, String);
 pub struct EngineStats {
     /// Results applied (metric, active, passive, stale, host).
     pub received: AtomicU64,
+    /// Passive results (NSCA, HTTP, external commands) applied.
+    pub passive: AtomicU64,
     /// Passive results refused (unknown host or service, bad state code).
     pub rejected: AtomicU64,
     /// Status rows written to the state database.
@@ -421,15 +423,20 @@ fn handle_message(table: &Mutex<Table>, stats: &EngineStats, writer: &Writer, ms
                 .into_iter()
                 .map(|r| {
                     let (host, service) = (r.host.clone(), r.service.clone());
-                    table.apply_passive(r, now).inspect_err(|reason| {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            host = %ganglion_proto::name::escaped(&host),
-                            service = %ganglion_proto::name::escaped(&service),
-                            %reason,
-                            "Rejected passive result."
-                        );
-                    })
+                    table
+                        .apply_passive(r, now)
+                        .inspect(|()| {
+                            stats.passive.fetch_add(1, Ordering::Relaxed);
+                        })
+                        .inspect_err(|reason| {
+                            stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                host = %ganglion_proto::name::escaped(&host),
+                                service = %ganglion_proto::name::escaped(&service),
+                                %reason,
+                                "Rejected passive result."
+                            );
+                        })
                 })
                 .collect();
             drop(table);
@@ -539,6 +546,7 @@ impl CheckView {
         service: &str,
         kind: &'static str,
         obj: &Obj<S>,
+        output: ganglion_checks::plugin::PluginOutput,
         max_attempts: u32,
         host_up: bool,
         in_downtime: bool,
@@ -556,9 +564,9 @@ impl CheckView {
             last_check: obj.status.last_check,
             last_state_change: obj.status.last_state_change,
             last_hard_state_change: obj.status.last_hard_state_change,
-            output: obj.output.output.clone(),
-            long_output: obj.output.long_output.clone(),
-            perfdata: obj.output.perfdata.clone(),
+            output: output.output,
+            long_output: output.long_output,
+            perfdata: output.perfdata,
             pending: obj.status.last_check.is_none(),
             problem,
             host_up,

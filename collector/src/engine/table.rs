@@ -43,7 +43,7 @@ use crate::state::{now_ms, Host, State};
 /// Seconds between writes of an object whose results changed only its last check time
 /// and output. After a crash such an object resumes with an output at most this old;
 /// its state, attempt and acknowledgement are always current.
-pub const LAZY_WRITE_SECS: i64 = 60;
+pub const LAZY_WRITE_SECS: i64 = 300;
 
 /// New checks start within this many seconds (or their check interval, if shorter),
 /// spread by a hash of their name, so 10,000 hosts reconnecting after a restart do not
@@ -94,10 +94,15 @@ impl<S: CheckState> Obj<S> {
 
     /// Whether this object's row is due for writing at `now`.
     fn due(&self, now: i64) -> bool {
+        now >= self.write_due(now)
+    }
+
+    /// When this object's row is due for writing.
+    fn write_due(&self, now: i64) -> i64 {
         match self.dirty {
-            Dirty::Clean => false,
-            Dirty::Lazy => now - self.written_at >= LAZY_WRITE_SECS,
-            Dirty::Now => true,
+            Dirty::Clean => i64::MAX,
+            Dirty::Lazy => self.written_at.saturating_add(LAZY_WRITE_SECS),
+            Dirty::Now => now,
         }
     }
 }
@@ -114,6 +119,67 @@ pub struct Instance {
     pub last_stale: Option<i64>,
     /// When the engine started watching this check, for freshness without any result.
     pub watched_since: i64,
+    /// A metric check's last reading; its output is rendered from it when read, so a
+    /// round of 300,000 checks formats no strings.
+    pub reading: Option<Reading>,
+}
+
+/// What a metric check saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reading {
+    /// The value compared with the thresholds (after `divide_by` and `scale`).
+    Value(f64),
+    /// No value (and `missing` gave a state).
+    Missing,
+}
+
+impl Instance {
+    /// The plugin-style output: a metric check's reading rendered, else what the check
+    /// wrote.
+    pub fn output(&self) -> PluginOutput {
+        match self.reading {
+            Some(r) => render_metric(&self.def, r, self.obj.status.state),
+            None => self.obj.output.clone(),
+        }
+    }
+}
+
+/// The output of a metric check, as a plugin would have written it.
+pub fn render_metric(def: &Effective, reading: Reading, state: ServiceState) -> PluginOutput {
+    let Kind::Metric { metric, divide_by, scale, .. } = &def.kind else { return PluginOutput::default() };
+    match reading {
+        Reading::Value(v) => {
+            let what = match divide_by {
+                Some(d) if *scale != 1.0 => format!("{metric} / {d} × {scale}"),
+                Some(d) => format!("{metric} / {d}"),
+                None => metric.clone(),
+            };
+            PluginOutput {
+                output: format!("{state} - {what} = {v:.4}"),
+                long_output: String::new(),
+                perfdata: format!("'{}'={v}", def.name),
+            }
+        }
+        Reading::Missing => {
+            PluginOutput { output: format!("{state} - no value of {metric}"), ..PluginOutput::default() }
+        }
+    }
+}
+
+/// A result's output: text from a plugin or sender, or a metric reading rendered only
+/// when something (a log line, an event, a history row) needs the text.
+pub enum Output<'a> {
+    Text(PluginOutput),
+    Reading { def: &'a Effective, reading: Reading, state: ServiceState },
+}
+
+impl Output<'_> {
+    fn line(&self) -> String {
+        match self {
+            Output::Text(o) => o.output.clone(),
+            Output::Reading { def, reading, state } => render_metric(def, *reading, *state).output,
+        }
+    }
 }
 
 /// One host with its host check and its service checks.
@@ -125,6 +191,10 @@ pub struct HostEntry {
     pub last_up: Option<bool>,
     /// Sorted by name (binary search for passive results).
     pub services: Vec<Instance>,
+    /// The earliest time any service needs the tick (a check due, a row to write); the
+    /// tick skips the host before it. Reset by anything that changes a service outside
+    /// the tick.
+    pub next_due: i64,
     /// Tick generation that last saw the host in the collector's table.
     seen: u64,
 }
@@ -300,16 +370,24 @@ impl Table {
             entry.seen = generation;
             ctx.host_check(h, up, entry, now);
             let host_up = entry.check.status.state == HostState::Up;
-            let mut address = None;
-            for inst in entry.services.iter_mut() {
-                if !inst.running && inst.next_check <= now {
-                    ctx.evaluate(h, host_up, inst, now, &mut address, &mut out.active);
+            if now >= entry.next_due {
+                let mut address = None;
+                let mut next_due = i64::MAX;
+                for inst in entry.services.iter_mut() {
+                    if !inst.running && inst.next_check <= now {
+                        ctx.evaluate(h, host_up, inst, now, &mut address, &mut out.active);
+                    }
+                    if write_room && inst.obj.due(now) {
+                        batch.services.push(db::ServiceRow::of(&h.cluster, &h.name, inst));
+                        inst.obj.dirty = Dirty::Clean;
+                        inst.obj.written_at = now;
+                    }
+                    if !inst.running {
+                        next_due = next_due.min(inst.next_check);
+                    }
+                    next_due = next_due.min(inst.obj.write_due(now));
                 }
-                if write_room && inst.obj.due(now) {
-                    batch.services.push(db::ServiceRow::of(&h.cluster, &h.name, inst));
-                    inst.obj.dirty = Dirty::Clean;
-                    inst.obj.written_at = now;
-                }
+                entry.next_due = next_due;
             }
             if write_room && entry.check.due(now) {
                 batch.hosts.push(db::HostRow::of(&h.cluster, &h.name, &entry.check));
@@ -370,6 +448,7 @@ impl Table {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        entry.next_due = i64::MIN;
         let inst = &mut entry.services[i];
         inst.running = false;
         let mut output = run.output;
@@ -387,10 +466,10 @@ impl Table {
     /// not 0–2.
     pub fn apply_passive(&mut self, r: PassiveResult, now: i64) -> Result<(), String> {
         let now = r.time.min(now);
-        let output = cplugin::parse_output(&r.output);
         let Some((cluster, entry)) = find_host_mut(&mut self.hosts, &r.host) else {
             return Err("no such host".to_owned());
         };
+        let output = cplugin::parse_output(&r.output);
         if r.service.is_empty() {
             let Some(result) = HostState::from_code(r.code) else {
                 return Err(format!("host state code {} is not 0, 1 or 2", r.code));
@@ -402,7 +481,17 @@ impl Table {
                 ResultContext { host_up: true, force_hard: true },
             );
             let flap = self.ctx.defs.defaults().flap;
-            self.ctx.after_result(cluster, &r.host, None, &mut entry.check, &t, flap, now, output, Dirty::Now);
+            self.ctx.after_result(
+                cluster,
+                &r.host,
+                None,
+                &mut entry.check,
+                &t,
+                flap,
+                now,
+                Output::Text(output),
+                Dirty::Now,
+            );
             return Ok(());
         }
         let host_up = entry.check.status.state == HostState::Up;
@@ -410,6 +499,7 @@ impl Table {
             return Err("no such service on this host".to_owned());
         };
         let result = cplugin::service_state_from_exit_code(r.code, CheckSource::Passive);
+        entry.next_due = i64::MIN;
         let inst = &mut entry.services[i];
         // The freshness clock is what a restart must resume, so a passive result is
         // written at the next tick.
@@ -634,7 +724,7 @@ impl Table {
             for (h, e) in m {
                 let host_up = e.check.status.state == HostState::Up;
                 let host_dt = self.ctx.in_downtime(h, None, now);
-                out.push(CheckView::of(c, h, "", "host", &e.check, 1, host_up, host_dt));
+                out.push(CheckView::of(c, h, "", "host", &e.check, e.check.output.clone(), 1, host_up, host_dt));
                 for i in &e.services {
                     let kind = match i.def.kind {
                         Kind::Metric { .. } => "metric",
@@ -648,6 +738,7 @@ impl Table {
                         &i.def.name,
                         kind,
                         &i.obj,
+                        i.output(),
                         i.def.settings.max_check_attempts,
                         host_up,
                         dt,
@@ -720,6 +811,7 @@ impl Ctx {
                         last_stale: None,
                         // A restart does not reset the freshness clock of a known check.
                         watched_since: s.last_result.unwrap_or(now),
+                        reading: None,
                         def,
                     },
                     None => Instance {
@@ -729,12 +821,13 @@ impl Ctx {
                         last_result: None,
                         last_stale: None,
                         watched_since: now,
+                        reading: None,
                         def,
                     },
                 }
             })
             .collect();
-        HostEntry { check, host_next_check: now, last_up: None, services, seen: 0 }
+        HostEntry { check, host_next_check: now, last_up: None, services, next_due: now, seen: 0 }
     }
 
     /// Host check: agent liveness. Applied when liveness changed and once per host check
@@ -758,7 +851,7 @@ impl Ctx {
         }
         let flap = self.defs.defaults().flap;
         let out = PluginOutput { output, ..PluginOutput::default() };
-        self.after_result(&h.cluster, &h.name, None, &mut entry.check, &t, flap, now, out, Dirty::Lazy);
+        self.after_result(&h.cluster, &h.name, None, &mut entry.check, &t, flap, now, Output::Text(out), Dirty::Lazy);
     }
 
     /// Evaluates a due check: metric checks and freshness at once, active checks by
@@ -782,28 +875,36 @@ impl Ctx {
                     Some(d) => metric_value(h, d).filter(|d| *d != 0.0).map(|d| v / d),
                     None => Some(v),
                 });
-                let (result, output) = match value {
+                let (result, reading) = match value {
                     Some(v) => {
                         let v = v * scale;
-                        let s = thresholds.evaluate(v);
-                        let what = match divide_by {
-                            Some(d) if *scale != 1.0 => format!("{metric} / {d} × {scale}"),
-                            Some(d) => format!("{metric} / {d}"),
-                            None => metric.clone(),
-                        };
-                        (s, format!("{s} - {what} = {v:.4}"))
+                        (thresholds.evaluate(v), Reading::Value(v))
                     }
                     None => match missing {
-                        Some(s) => (*s, format!("{s} - no value of {metric}")),
+                        Some(s) => (*s, Reading::Missing),
                         None => {
                             inst.next_check = now + def.settings.check_interval_secs as i64;
                             return;
                         }
                     },
                 };
-                let perfdata = value.map(|v| format!("'{}'={}", def.name, v * scale)).unwrap_or_default();
-                let out = PluginOutput { output, long_output: String::new(), perfdata };
-                self.apply_service(&h.cluster, &h.name, host_up, inst, result, out, now, true, Dirty::Lazy);
+                let ctx = ResultContext { host_up, force_hard: false };
+                let t = inst.obj.status.apply(&def.settings, result, now, ctx);
+                inst.next_check = t.next_check;
+                inst.last_result = Some(now);
+                inst.reading = Some(reading);
+                let out = Output::Reading { def: &def, reading, state: result };
+                self.after_result(
+                    &h.cluster,
+                    &h.name,
+                    Some(&def.name),
+                    &mut inst.obj,
+                    &t,
+                    def.flap,
+                    now,
+                    out,
+                    Dirty::Lazy,
+                );
             }
             Kind::Active { command, macros, timeout } => {
                 let address = address.get_or_insert_with(|| host_address(h));
@@ -883,7 +984,11 @@ impl Ctx {
         if real {
             inst.last_result = Some(now);
         }
-        self.after_result(cluster, host, Some(&inst.def.name), &mut inst.obj, &t, inst.def.flap, now, output, floor);
+        // Text from a plugin or sender replaces a metric reading (a passive result for
+        // a metric check).
+        inst.reading = None;
+        let out = Output::Text(output);
+        self.after_result(cluster, host, Some(&inst.def.name), &mut inst.obj, &t, inst.def.flap, now, out, floor);
     }
 
     /// Everything a result does besides the state machine: flap detection, acks that do
@@ -899,7 +1004,7 @@ impl Ctx {
         t: &Transition<S>,
         flap: Option<FlapThresholds>,
         now: i64,
-        output: PluginOutput,
+        output: Output<'_>,
         floor: Dirty,
     ) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -912,7 +1017,7 @@ impl Ctx {
             tracing::info!(
                 %cluster, %host, service = service.unwrap_or(""),
                 state = %t.state, state_type = %t.state_type, attempt = t.attempt,
-                output = %ganglion_proto::name::escaped(&output.output),
+                output = %ganglion_proto::name::escaped(&output.line()),
                 "Check alert."
             );
         }
@@ -955,7 +1060,6 @@ impl Ctx {
                 _ if obj.flap.is_flapping => Some(Suppression::Flapping),
                 _ => None,
             };
-            let out = &output.output;
             self.emit(cluster, host, service, now, || CheckEventKind::State {
                 state: t.state.to_string(),
                 state_type: t.state_type,
@@ -964,14 +1068,16 @@ impl Ctx {
                 hard_change: t.hard_state_change,
                 notify: t.notify,
                 suppressed,
-                output: out.clone(),
+                output: output.line(),
             });
         }
         if t.logged || t.hard_state_change {
             let key = (cluster.to_owned(), host.to_owned(), service.unwrap_or("").to_owned());
-            self.history.push(HistoryRow::service(&key, t, &output.output, now));
+            self.history.push(HistoryRow::service(&key, t, &output.line(), now));
         }
-        obj.output = output;
+        if let Output::Text(o) = output {
+            obj.output = o;
+        }
         obj.dirty.mark(dirty);
     }
 
