@@ -381,7 +381,9 @@ fn crash_writer(dir: &Path, n: usize) -> anyhow::Result<()> {
     let keys = keys(n);
     // Appends never wait; a second thread acknowledges rounds as group commits cover
     // them, like a collector answering agents.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(i64, ganglion_store::engine::Ticket)>(64);
+    // At most a few rounds ahead of the acknowledgements (crash-check reads the newest
+    // rounds from the 244-row archive).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(i64, ganglion_store::engine::Ticket)>(32);
     let acker = {
         let store = store.clone();
         std::thread::spawn(move || -> anyhow::Result<()> {
@@ -411,13 +413,17 @@ fn crash_check(dir: &Path, n: usize, acked: i64) -> anyhow::Result<()> {
     let keys = keys(n);
     let mut lost = 0u64;
     let mut checked = 0u64;
-    // The newest 200 acknowledged rounds of every series (archive 0 holds 244 rows);
-    // round 1 is a series' first row, unknown by rrdtool's rules (its step started
-    // before the series).
+    // The newest 200 acknowledged rounds of every series, from archive 0 (244 rows,
+    // so it covers them while the writer was at most 44 rounds ahead); round 1 is a
+    // series' first row, unknown by rrdtool's rules (its step started before the
+    // series).
     let first = (acked - 199).max(2);
     let mut missing_rounds = std::collections::BTreeMap::new();
     for (i, key) in keys.iter().enumerate() {
         let f = store.fetch(key, Cf::Average, (T0 + 15 * (first - 1)) as u64, (T0 + 15 * acked) as u64, 15)?;
+        if f.step != 15 {
+            bail!("the writer ran more than 44 rounds ahead of its acknowledgements; archive of {} s chosen", f.step);
+        }
         for k in first..=acked {
             checked += 1;
             let row = (k - first) as usize;
