@@ -102,7 +102,10 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         store: store.clone(),
         durable,
     });
-    let (engine, engine_task) = crate::engine::start(config.engine.clone(), state.clone(), shutdown.clone())
+    // Aggregate checks read their windows from the series storage.
+    let mut engine_cfg = config.engine.clone();
+    engine_cfg.store = Some(crate::engine::SeriesStore(store.clone()));
+    let (engine, engine_task) = crate::engine::start(engine_cfg, state.clone(), shutdown.clone())
         .with_context(|| format!("starting the checks engine ({})", config.engine.state_db.display()))?;
     let api_ctx = Arc::new(ApiContext {
         state: state.clone(),

@@ -231,7 +231,7 @@ async fn checks(
         .iter()
         .map(|e| {
             let (kind, what) = match &e.kind {
-                super::defs::Kind::Metric { metric, divide_by, scale, thresholds, missing } => (
+                super::defs::Kind::Metric { metric, divide_by, scale, thresholds, missing, aggregate } => (
                     "metric",
                     json!({
                         "metric": metric,
@@ -239,6 +239,8 @@ async fn checks(
                         "scale": scale,
                         "thresholds": format!("{thresholds:?}"),
                         "missing": missing.map(|s| s.to_string()),
+                        "aggregate": aggregate.map(|(a, _)| a.as_str()),
+                        "window_secs": aggregate.map(|(_, w)| w),
                     }),
                 ),
                 super::defs::Kind::Active { command, macros, timeout } => {

@@ -146,7 +146,8 @@ fn bench(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<serde_json::
     let writer = Writer::start(db, stats.clone())?;
     // One subscriber, as the alerting layer will be, so events are built and sent.
     let (events, mut rx) = broadcast::channel(super::EVENT_QUEUE);
-    let mut table = Table::new(defs, PathBuf::from("/nonexistent"), 60, Default::default(), events, stats.clone(), 0);
+    let mut table =
+        Table::new(defs, PathBuf::from("/nonexistent"), 60, Default::default(), events, stats.clone(), false, 0);
     let mut now = super::now_secs();
     let mut round = |table: &mut Table, now: &mut i64| -> Round {
         let evaluated_before = stats.received.load(std::sync::atomic::Ordering::Relaxed);

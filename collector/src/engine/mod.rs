@@ -69,7 +69,7 @@ use tokio_util::sync::CancellationToken;
 use self::db::{Db, HistoryRow, Writer};
 use self::defs::{Defs, Effective};
 use self::plugin::PluginRunner;
-use self::table::{ActiveJob, DowntimeView, Obj, Table};
+use self::table::{ActiveJob, AggregateJob, DowntimeView, Obj, Table};
 use crate::state::{now_ms, State};
 
 /// Messages waiting for the engine task; senders wait when it is full.
@@ -255,6 +255,7 @@ type ControlReply = oneshot::Sender<Result<serde_json::Value, ControlError>>;
 
 enum Incoming {
     Active { job: ActiveJob, run: plugin::PluginRun },
+    Aggregates(Vec<(AggregateJob, Result<Option<f64>, String>)>),
     Passive(Vec<PassiveResult>, Option<oneshot::Sender<Vec<Result<(), String>>>>),
     Control(Control, ControlReply),
 }
@@ -271,6 +272,16 @@ pub struct EngineHandle {
     nsca: Arc<crate::nsca::NscaStats>,
 }
 
+/// The collector's series storage, where aggregate checks read their windows.
+#[derive(Clone)]
+pub struct SeriesStore(pub Arc<ganglion_store::engine::Store>);
+
+impl std::fmt::Debug for SeriesStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeriesStore")
+    }
+}
+
 /// Engine settings from `[checks]`.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -281,6 +292,9 @@ pub struct EngineConfig {
     pub timeout_state: ServiceState,
     /// Seconds between host liveness results while liveness does not change.
     pub host_check_interval_secs: u64,
+    /// Set by the server once storage is open; without it, aggregate checks use the
+    /// latest value.
+    pub store: Option<SeriesStore>,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -327,6 +341,7 @@ pub fn start(
         saved,
         events.clone(),
         stats.clone(),
+        cfg.store.is_some(),
         now_secs(),
     );
     let table = Arc::new(Mutex::new(table));
@@ -342,8 +357,9 @@ pub fn start(
     };
     let runner = PluginRunner::new(cfg.max_concurrent_plugins);
     let timeout_state = cfg.timeout_state;
+    let store = cfg.store.map(|s| s.0);
     let task = tokio::spawn(async move {
-        run(table, stats, state, runner, timeout_state, tx, rx, writer, shutdown).await;
+        run(table, stats, state, store, runner, timeout_state, tx, rx, writer, shutdown).await;
     });
     Ok((handle, task))
 }
@@ -353,6 +369,7 @@ async fn run(
     table: Arc<Mutex<Table>>,
     stats: Arc<EngineStats>,
     state: Arc<State>,
+    store: Option<Arc<ganglion_store::engine::Store>>,
     runner: PluginRunner,
     timeout_state: ServiceState,
     tx: mpsc::Sender<Incoming>,
@@ -398,6 +415,26 @@ async fn run(
                         let _ = tx.send(Incoming::Active { job, run }).await;
                     });
                 }
+                if let (false, Some(store)) = (outcome.aggregates.is_empty(), &store) {
+                    let (store, tx, jobs) = (store.clone(), tx.clone(), outcome.aggregates);
+                    tokio::spawn(async move {
+                        // Reading windows is file I/O: on a blocking thread, all of this
+                        // tick's at once, then back through the queue like plugin results.
+                        let done = tokio::task::spawn_blocking(move || {
+                            jobs.into_iter().map(|j| {
+                                let v = fetch_aggregate(&store, &j);
+                                (j, v)
+                            }).collect()
+                        })
+                        .await;
+                        match done {
+                            Ok(results) => {
+                                let _ = tx.send(Incoming::Aggregates(results)).await;
+                            }
+                            Err(e) => tracing::error!(error = %e, "Reading check windows panicked."),
+                        }
+                    });
+                }
                 if let Some(batch) = outcome.batch {
                     writer.send(batch, None);
                 }
@@ -416,6 +453,12 @@ async fn run(
 fn handle_message(table: &Mutex<Table>, stats: &EngineStats, writer: &Writer, msg: Incoming) {
     match msg {
         Incoming::Active { job, run } => lock(table).apply_active(&job, run),
+        Incoming::Aggregates(results) => {
+            let mut table = lock(table);
+            for (job, value) in results {
+                table.apply_aggregate(&job, value);
+            }
+        }
         Incoming::Passive(results, reply) => {
             let now = now_secs();
             let mut table = lock(table);
@@ -492,6 +535,43 @@ fn handle_message(table: &Mutex<Table>, stats: &EngineStats, writer: &Writer, ms
             }
         }
     }
+}
+
+/// Reads an aggregate check's window from storage: the aggregate of the metric (or of the
+/// per-row ratio `metric / divide_by`) over the known values of the last `window_secs`.
+/// `Ok(None)` when the window holds no known value or the series does not exist (yet).
+fn fetch_aggregate(store: &ganglion_store::engine::Store, job: &AggregateJob) -> Result<Option<f64>, String> {
+    use ganglion_store::engine::{ReadError, SeriesKey};
+    use ganglion_store::rrd::Cf;
+    let cf = match job.aggregate {
+        defs::Aggregate::Avg | defs::Aggregate::Last => Cf::Average,
+        defs::Aggregate::Min => Cf::Min,
+        defs::Aggregate::Max => Cf::Max,
+    };
+    let end = u64::try_from(job.now).unwrap_or(0);
+    let start = end.saturating_sub(job.window_secs);
+    let fetch = |metric: &str| match store.fetch(&SeriesKey::new(&job.cluster, &job.host, metric), cf, start, end, 1) {
+        Ok(f) => Ok(Some(f)),
+        Err(ReadError::NotFound) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    };
+    let Some(a) = fetch(&job.metric)? else { return Ok(None) };
+    // Rows labelled after the window's start (rrdtool returns the row that covers it too).
+    let rows = |f: &ganglion_store::rrd::Fetched| -> Vec<(u64, f64)> {
+        (0..f.rows.len())
+            .filter(|&i| f.time(i) > start && f.time(i) <= end.max(f.start + f.step))
+            .map(|i| (f.time(i), f.rows[i].first().copied().unwrap_or(f64::NAN)))
+            .collect()
+    };
+    let values: Vec<f64> = match &job.divide_by {
+        None => rows(&a).into_iter().map(|(_, v)| v).collect(),
+        Some(d) => {
+            let Some(b) = fetch(d)? else { return Ok(None) };
+            let by_time: std::collections::HashMap<u64, f64> = rows(&b).into_iter().collect();
+            rows(&a).into_iter().filter_map(|(t, v)| by_time.get(&t).filter(|d| **d != 0.0).map(|d| v / d)).collect()
+        }
+    };
+    Ok(job.aggregate.of(values))
 }
 
 /// An acknowledgement as the API shows it.

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::db::{self, HistoryRow, SavedCheck};
-use super::defs::{Defs, Effective, Kind};
+use super::defs::{Aggregate, Defs, Effective, Kind};
 use super::{
     CheckEvent, CheckEventKind, CheckView, Comment, CommentSource, ControlError, EngineStats, PassiveResult,
     Suppression,
@@ -146,14 +146,19 @@ impl Instance {
 
 /// The output of a metric check, as a plugin would have written it.
 pub fn render_metric(def: &Effective, reading: Reading, state: ServiceState) -> PluginOutput {
-    let Kind::Metric { metric, divide_by, scale, .. } = &def.kind else { return PluginOutput::default() };
+    let Kind::Metric { metric, divide_by, scale, aggregate, .. } = &def.kind else {
+        return PluginOutput::default();
+    };
     match reading {
         Reading::Value(v) => {
-            let what = match divide_by {
+            let mut what = match divide_by {
                 Some(d) if *scale != 1.0 => format!("{metric} / {d} × {scale}"),
                 Some(d) => format!("{metric} / {d}"),
                 None => metric.clone(),
             };
+            if let Some((agg, window)) = aggregate {
+                what = format!("{} of {what} over {window} s", agg.as_str());
+            }
             PluginOutput {
                 output: format!("{state} - {what} = {v:.4}"),
                 long_output: String::new(),
@@ -209,10 +214,24 @@ pub struct ActiveJob {
     pub timeout: Duration,
 }
 
+/// A metric check on stored history: what to fetch (off the table's lock).
+#[derive(Debug, Clone)]
+pub struct AggregateJob {
+    pub cluster: String,
+    pub host: String,
+    pub service: String,
+    pub metric: String,
+    pub divide_by: Option<String>,
+    pub aggregate: Aggregate,
+    pub window_secs: u64,
+    pub now: i64,
+}
+
 /// What a tick produced for the engine task to do.
 #[derive(Debug, Default)]
 pub struct TickOutcome {
     pub active: Vec<ActiveJob>,
+    pub aggregates: Vec<AggregateJob>,
     pub batch: Option<db::Batch>,
 }
 
@@ -242,6 +261,9 @@ pub struct Ctx {
     saved: db::Saved,
     pub events: broadcast::Sender<CheckEvent>,
     pub stats: Arc<EngineStats>,
+    /// Whether aggregate checks read stored history (`false` without a store: they use
+    /// the latest value, as in tests).
+    stored_history: bool,
 }
 
 /// The whole table.
@@ -295,6 +317,7 @@ fn expand(template: &str, vars: &[(&str, &str)], custom: &BTreeMap<String, Strin
 }
 
 impl Table {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         defs: Defs,
         plugin_dir: PathBuf,
@@ -302,6 +325,7 @@ impl Table {
         mut saved: db::Saved,
         events: broadcast::Sender<CheckEvent>,
         stats: Arc<EngineStats>,
+        stored_history: bool,
         now: i64,
     ) -> Table {
         let comments: BTreeMap<u64, Comment> = saved.comments.iter().map(|c| (c.id, c.clone())).collect();
@@ -323,6 +347,7 @@ impl Table {
             saved,
             events,
             stats,
+            stored_history,
         };
         for (id, spec, state) in restored {
             match Downtime::restore(id, spec, state) {
@@ -375,7 +400,7 @@ impl Table {
                 let mut next_due = i64::MAX;
                 for inst in entry.services.iter_mut() {
                     if !inst.running && inst.next_check <= now {
-                        ctx.evaluate(h, host_up, inst, now, &mut address, &mut out.active);
+                        ctx.evaluate(h, host_up, inst, now, &mut address, &mut out);
                     }
                     if write_room && inst.obj.due(now) {
                         batch.services.push(db::ServiceRow::of(&h.cluster, &h.name, inst));
@@ -457,6 +482,42 @@ impl Table {
         }
         let now = super::now_secs();
         self.ctx.apply_service(&job.cluster, &job.host, host_up, inst, run.state, output, now, true, Dirty::Lazy);
+    }
+
+    /// Applies the value of an aggregate over stored history (`Ok(None)`: no value in
+    /// the window; `Err`: the history could not be read).
+    pub fn apply_aggregate(&mut self, job: &AggregateJob, value: Result<Option<f64>, String>) {
+        let Some(entry) = self.hosts.get_mut(&job.cluster).and_then(|m| m.get_mut(&job.host)) else {
+            self.ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let host_up = entry.check.status.state == HostState::Up;
+        let Ok(i) = entry.services.binary_search_by(|s| s.def.name.as_str().cmp(&job.service)) else {
+            self.ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        entry.next_due = i64::MIN;
+        let inst = &mut entry.services[i];
+        inst.running = false;
+        let now = job.now;
+        match value {
+            Ok(v) => self.ctx.apply_metric(&job.cluster, &job.host, host_up, inst, v, now),
+            Err(e) => {
+                let output = format!("UNKNOWN - could not read the history of {}: {e}", job.metric);
+                let out = PluginOutput { output, ..PluginOutput::default() };
+                self.ctx.apply_service(
+                    &job.cluster,
+                    &job.host,
+                    host_up,
+                    inst,
+                    ServiceState::Unknown,
+                    out,
+                    now,
+                    true,
+                    Dirty::Lazy,
+                );
+            }
+        }
     }
 
     /// Applies a passive result (NSCA, HTTP, external command).
@@ -863,48 +924,34 @@ impl Ctx {
         inst: &mut Instance,
         now: i64,
         address: &mut Option<String>,
-        active: &mut Vec<ActiveJob>,
+        out: &mut TickOutcome,
     ) {
         let def = inst.def.clone();
         match &def.kind {
             // Until a host has sent two batches (the first has no rates yet), a metric it
             // lacks may simply not have arrived: wait, do not alert.
             Kind::Metric { .. } if h.seq.batches < 2 => {}
-            Kind::Metric { metric, divide_by, scale, thresholds, missing } => {
+            Kind::Metric { metric, divide_by, aggregate: Some((aggregate, window_secs)), .. }
+                if self.stored_history =>
+            {
+                inst.running = true;
+                out.aggregates.push(AggregateJob {
+                    cluster: h.cluster.clone(),
+                    host: h.name.clone(),
+                    service: def.name.clone(),
+                    metric: metric.clone(),
+                    divide_by: divide_by.clone(),
+                    aggregate: *aggregate,
+                    window_secs: *window_secs,
+                    now,
+                });
+            }
+            Kind::Metric { metric, divide_by, .. } => {
                 let value = metric_value(h, metric).and_then(|v| match divide_by {
                     Some(d) => metric_value(h, d).filter(|d| *d != 0.0).map(|d| v / d),
                     None => Some(v),
                 });
-                let (result, reading) = match value {
-                    Some(v) => {
-                        let v = v * scale;
-                        (thresholds.evaluate(v), Reading::Value(v))
-                    }
-                    None => match missing {
-                        Some(s) => (*s, Reading::Missing),
-                        None => {
-                            inst.next_check = now + def.settings.check_interval_secs as i64;
-                            return;
-                        }
-                    },
-                };
-                let ctx = ResultContext { host_up, force_hard: false };
-                let t = inst.obj.status.apply(&def.settings, result, now, ctx);
-                inst.next_check = t.next_check;
-                inst.last_result = Some(now);
-                inst.reading = Some(reading);
-                let out = Output::Reading { def: &def, reading, state: result };
-                self.after_result(
-                    &h.cluster,
-                    &h.name,
-                    Some(&def.name),
-                    &mut inst.obj,
-                    &t,
-                    def.flap,
-                    now,
-                    out,
-                    Dirty::Lazy,
-                );
+                self.apply_metric(&h.cluster, &h.name, host_up, inst, value, now);
             }
             Kind::Active { command, macros, timeout } => {
                 let address = address.get_or_insert_with(|| host_address(h));
@@ -924,7 +971,7 @@ impl Ctx {
                             argv[0] = self.plugin_dir.join(&argv[0]).to_string_lossy().into_owned();
                         }
                         inst.running = true;
-                        active.push(ActiveJob {
+                        out.active.push(ActiveJob {
                             cluster: h.cluster.clone(),
                             host: h.name.clone(),
                             service: def.name.clone(),
@@ -964,6 +1011,40 @@ impl Ctx {
                 inst.next_check = now + 1;
             }
         }
+    }
+
+    /// Applies a metric check's value (after `divide_by`, before `scale`), or its absence.
+    fn apply_metric(
+        &mut self,
+        cluster: &str,
+        host: &str,
+        host_up: bool,
+        inst: &mut Instance,
+        value: Option<f64>,
+        now: i64,
+    ) {
+        let def = inst.def.clone();
+        let Kind::Metric { scale, thresholds, missing, .. } = &def.kind else { return };
+        let (result, reading) = match value {
+            Some(v) => {
+                let v = v * scale;
+                (thresholds.evaluate(v), Reading::Value(v))
+            }
+            None => match missing {
+                Some(s) => (*s, Reading::Missing),
+                None => {
+                    inst.next_check = now + def.settings.check_interval_secs as i64;
+                    return;
+                }
+            },
+        };
+        let ctx = ResultContext { host_up, force_hard: false };
+        let t = inst.obj.status.apply(&def.settings, result, now, ctx);
+        inst.next_check = t.next_check;
+        inst.last_result = Some(now);
+        inst.reading = Some(reading);
+        let out = Output::Reading { def: &def, reading, state: result };
+        self.after_result(cluster, host, Some(&def.name), &mut inst.obj, &t, def.flap, now, out, Dirty::Lazy);
     }
 
     #[allow(clippy::too_many_arguments)]

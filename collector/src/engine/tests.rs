@@ -38,6 +38,7 @@ pub(crate) async fn engine_with_host(host: &str, passive: &[&str]) -> (EngineHan
         max_concurrent_plugins: 1,
         timeout_state: ServiceState::Critical,
         host_check_interval_secs: 60,
+        store: None,
     };
     let (engine, _task) = start(cfg, state, CancellationToken::new()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -72,7 +73,7 @@ fn fixture(services: Vec<RawService>, saved: db::Saved) -> Fixture {
     state.host("c", "h1", "127.0.0.1:1".into());
     let defs = Defs::build(vec![], services, false, ChecksDefaults::default()).unwrap();
     let (tx, events) = broadcast::channel(1024);
-    let table = Table::new(defs, "/nonexistent".into(), 60, saved, tx, Arc::new(EngineStats::default()), T0);
+    let table = Table::new(defs, "/nonexistent".into(), 60, saved, tx, Arc::new(EngineStats::default()), false, T0);
     let mut f = Fixture { table, state, events };
     f.table.tick(&f.state, T0, true);
     f.drain();

@@ -79,6 +79,10 @@ fn metric_active_and_passive_checks_reach_their_states_and_survive_a_crash() {
     let open_port = open.local_addr().unwrap().port();
     let extra = format!(
         r#"
+[storage]
+step_secs = 1
+heartbeat_secs = 10
+
 [checks]
 default_pack = false
 check_interval_secs = 1
@@ -94,6 +98,14 @@ critical = "@1:100000"
 name = "uptime"
 metric = "uptime"
 warning = "0:"
+
+[[service]]
+name = "cpus_max"
+metric = "cpu_num"
+aggregate = "max"
+window_secs = 120
+critical = "@1:100000"
+missing = "skip"
 
 [[service]]
 name = "no_such_metric"
@@ -143,6 +155,7 @@ admin_token = "{TOKEN}"
 
     let want = [
         ("cpus", "CRITICAL", "HARD"),
+        ("cpus_max", "CRITICAL", "HARD"),
         ("uptime", "OK", "HARD"),
         ("no_such_metric", "WARNING", "HARD"),
         ("tcp_open", "OK", "HARD"),
@@ -159,6 +172,9 @@ admin_token = "{TOKEN}"
     let status = c.get("/api/v1/status").unwrap();
     let hang = check(&status, "chk-host", "hang").unwrap();
     assert!(hang["output"].as_str().unwrap().starts_with("(Service check timed out after 1."), "{hang}");
+    // Aggregate over the stored series, read through the storage engine.
+    let cpus_max = check(&status, "chk-host", "cpus_max").unwrap();
+    assert!(cpus_max["output"].as_str().unwrap().starts_with("CRITICAL - max of cpu_num over 120 s = "), "{cpus_max}");
     let dummy = check(&status, "chk-host", "dummy").unwrap();
     assert_eq!(dummy["output"], "WARNING: dummy on chk-host");
     let disk = check(&status, "chk-host", "disk").unwrap();
@@ -235,7 +251,7 @@ admin_token = "{TOKEN}"
     let table = cli(&c, &["status", "--problems"]);
     assert!(table.contains("tcp_closed") && table.contains("AD"), "{table}");
     let listed = cli(&c, &["checks", "list", "--host", "chk-host"]);
-    assert!(listed.contains("tcp_open (active)") && listed.contains("service tcp_open (#4 in config)"), "{listed}");
+    assert!(listed.contains("tcp_open (active)") && listed.contains("service tcp_open (#5 in config)"), "{listed}");
 
     // kill -9 and restart: same states, same change times, acks, downtime and flapping
     // intact, no new state change in history.
