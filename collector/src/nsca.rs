@@ -303,6 +303,21 @@ mod tests {
         assert_eq!((j["rejected"]["crc"].as_u64(), j["rejected_total"].as_u64()), (Some(1), Some(1)));
     }
 
+    #[test]
+    fn check_config_refuses_methods_it_cannot_decode_with_the_reason() {
+        let base = "[[cluster]]\nname = \"c\"\nkey = \"0123456789abcdef\"\n[nsca]\nlisten = \"127.0.0.1:5667\"\n";
+        let err = crate::config::Config::parse(&format!("{base}method = 15\n"), "f").unwrap_err().to_string();
+        assert!(err.contains("nsca.method: NSCA encryption method 15 is not supported: RIJNDAEL-192"), "{err}");
+        let err = crate::config::Config::parse(&format!("{base}method = 99\n"), "f").unwrap_err().to_string();
+        assert!(err.contains("not an NSCA encryption method"), "{err}");
+        let c = crate::config::Config::parse(&format!("{base}method = 14\npassword = \"pw \"\n"), "f").unwrap();
+        let n = c.nsca.unwrap();
+        assert_eq!((n.codec.method, n.codec.password.as_slice()), (Method::Rijndael128, &b"pw "[..]));
+        assert_eq!(n.codec.max_packet_age_secs, 30);
+        let off = crate::config::Config::parse("[[cluster]]\nname = \"c\"\nkey = \"0123456789abcdef\"\n", "f").unwrap();
+        assert!(off.nsca.is_none(), "no listener without [nsca] listen");
+    }
+
     /// A client speaking the protocol as send_nsca does, against `serve` on loopback:
     /// good packets arrive, a wrong password ends only its own connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -686,4 +686,49 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::OK);
         drop(dir);
     }
+
+    #[tokio::test]
+    async fn external_command_lines_drive_results_acks_and_downtime() {
+        let (engine, dir) = super::super::tests::engine_with_host("h1", &["svc"]).await;
+        let app = router(Arc::new(ChecksApi {
+            engine: engine.clone(),
+            state: Arc::new(State::new(Default::default())),
+            admin_token: Some("0123456789abcdef".into()),
+        }));
+        let post = |body: String| {
+            Request::post("/api/v1/commands")
+                .header("authorization", "Bearer 0123456789abcdef")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        let now = now_secs();
+        let lines = format!(
+            "[{now}] PROCESS_SERVICE_CHECK_RESULT;h1;svc;2;CRITICAL - disk\\nsecond line|used=99%\n\
+             [{now}] ACKNOWLEDGE_SVC_PROBLEM;h1;svc;2;1;0;ops;replacing the disk; today\n\
+             [{now}] SCHEDULE_SVC_DOWNTIME;h1;svc;{now};{};1;0;0;ops;swap\n\
+             [{now}] NO_SUCH_COMMAND;x\n",
+            now + 3600
+        );
+        let resp = app.clone().oneshot(post(lines)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "one line is bad");
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        let ok: Vec<bool> = body.as_array().unwrap().iter().map(|r| r["ok"] == true).collect();
+        assert_eq!(ok, [true, true, true, false], "{body}");
+        assert!(body[3]["error"].as_str().unwrap().contains("unknown command"), "{body}");
+        let id = body[2]["result"]["id"].as_u64().unwrap();
+        let svc = engine.status().into_iter().find(|c| c.service == "svc").unwrap();
+        assert_eq!(
+            (svc.state.as_str(), svc.output.as_str(), svc.long_output.as_str()),
+            ("CRITICAL", "CRITICAL - disk", "second line")
+        );
+        assert_eq!(svc.ack.as_ref().map(|a| (a.sticky, a.comment.as_str())), Some((true, "replacing the disk; today")));
+        assert!(svc.in_downtime && svc.handled);
+        let lines = format!("[{now}] DEL_SVC_DOWNTIME;{id}\n[{now}] REMOVE_SVC_ACKNOWLEDGEMENT;h1;svc\n");
+        let resp = app.oneshot(post(lines)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let svc = engine.status().into_iter().find(|c| c.service == "svc").unwrap();
+        assert!(!svc.acknowledged && !svc.in_downtime);
+        drop(dir);
+    }
 }
