@@ -142,19 +142,20 @@ impl Inner {
             FileError::Io { path: sh.path.clone(), source }
         };
         // What to write.
-        let mut idle = false;
+        let mut idle_slots: Vec<u32> = Vec::new();
         let (mut work, zero) = {
-            let idx = lock(&self.index);
-            let Some(sl) = idx.shards.get(sh.id as usize) else { return Ok(None) };
-            let mut work = Vec::new();
+            let mut idx = lock(&self.index);
+            let Index { shards, series, .. } = &mut *idx;
+            let Some(sl) = shards.get(sh.id as usize) else { return Ok(None) };
+            let mut work: Vec<Work> = Vec::new();
             for (slot, &sid) in sl.slots.iter().enumerate() {
                 if sid == NONE {
                     continue;
                 }
-                let s = &idx.series[sid as usize];
+                let s = &mut series[sid as usize];
                 let corrupt = s.flags & F_CORRUPT != 0;
-                if s.pending.is_empty() && !corrupt && s.flags & F_CATALOGED != 0 {
-                    idle = true;
+                if s.pending.is_empty() && s.flushing.is_none() && !corrupt && s.flags & F_CATALOGED != 0 {
+                    idle_slots.push(slot as u32);
                     continue;
                 }
                 work.push(Work {
@@ -163,7 +164,7 @@ impl Inner {
                     inc: s.incarnation,
                     created: s.created,
                     kind: s.kind,
-                    samples: s.pending.clone(),
+                    samples: take_for_flush(s),
                     new_catalog: s.flags & F_CATALOGED == 0,
                     corrupt: corrupt.then(|| "damaged data found by a read".to_string()),
                     st: State::free(0),
@@ -191,111 +192,156 @@ impl Inner {
                 self.reset_series(sh, w);
             }
         }
-        // Columns the new rows land in, read whole.
-        let mut touched: Vec<Vec<bool>> = sh.layout.archives.iter().map(|a| vec![false; a.1 as usize]).collect();
-        for w in &work {
-            let to = w.samples.last().map_or(w.st.last_up, |s| s.0).max(w.st.last_up);
-            for (a, t) in touched.iter_mut().enumerate() {
-                let (first, n) = rows_touched(def, a, w.st.last_up, to);
-                let rows = def.rra[a].rows;
-                let mut last_col = usize::MAX;
-                for k in 0..n {
-                    let col = (((first + k) % rows) / BLOCK_ROWS as u64) as usize;
-                    if col != last_col {
-                        t[col] = true;
-                        last_col = col;
+        // The shard is processed in chunks of slots, each with the column pieces its
+        // series' new rows land in: memory stays bounded (about 1 MiB per thread) and
+        // a series' blocks are close together. Two threads take chunks in turn.
+        let touched_cols = |ws: &[Work]| -> Vec<Vec<bool>> {
+            let mut touched: Vec<Vec<bool>> = sh.layout.archives.iter().map(|a| vec![false; a.1 as usize]).collect();
+            for w in ws {
+                let to = w.samples.last().map_or(w.st.last_up, |s| s.0).max(w.st.last_up);
+                for (a, t) in touched.iter_mut().enumerate() {
+                    let (first, n) = rows_touched(def, a, w.st.last_up, to);
+                    let rows = def.rra[a].rows;
+                    let mut last_col = usize::MAX;
+                    for k in 0..n {
+                        let col = (((first + k) % rows) / BLOCK_ROWS as u64) as usize;
+                        if col != last_col {
+                            t[col] = true;
+                            last_col = col;
+                        }
                     }
                 }
             }
-        }
-        let mut cols = Columns { cap: cap as usize, ranges: Vec::new(), lookup: Vec::new() };
-        for (a, t) in touched.iter().enumerate() {
-            let mut lk = vec![NONE; t.len()];
-            let mut c = 0;
-            while c < t.len() {
-                if !t[c] {
-                    c += 1;
-                    continue;
-                }
-                let c0 = c;
-                while c < t.len() && t[c] {
-                    lk[c] = cols.ranges.len() as u32;
-                    c += 1;
-                }
-                let ncols = c - c0;
-                let mut buf = vec![0u8; ncols * cols.cap * BLOCK_LEN];
-                // Read unless nothing in the range is kept: no series without new samples
-                // holds a block there, and no series being flushed has rows there yet
-                // (its blocks start empty). A first flush writes without reading.
-                let keep =
-                    idle || work.iter().any(|w| (c0..c).any(|col| shard::block_has_rows(def, &w.st, a, col as u32)));
-                if keep {
-                    sh.file.read_at(&mut buf, sh.layout.column_off(a, c0 as u32)).map_err(ioerr)?;
-                }
-                cols.ranges.push((a, c0 as u32, (c - 1) as u32, buf, vec![false; ncols * cols.cap]));
-            }
-            cols.lookup.push(lk);
-        }
-        // Check the blocks about to change (or start them empty), apply, seal: the
-        // series split over threads by slot.
-        let parts = if work.len() >= 512 { threads.clamp(1, 8) } else { 1 };
-        let mut bounds = vec![0u32];
-        for p in 1..parts {
-            bounds.push(work[work.len() * p / parts].slot);
-        }
-        bounds.push(cap);
-        bounds.dedup();
-        let views = cols.views(&bounds);
-        let mut chunks: Vec<&mut [Work]> = Vec::new();
-        let mut rest = work.as_mut_slice();
-        for w in bounds.windows(2) {
-            let n = rest.iter().take_while(|x| x.slot < w[1]).count();
-            let (a, b) = rest.split_at_mut(n);
-            chunks.push(a);
-            rest = b;
-        }
-        let gen = sh.gen.load(Ordering::Relaxed) + 1;
-        let run = |mut view: ColView<'_>, ws: &mut [Work]| -> (u64, u64) {
-            let mut dropped = 0;
-            let mut written = 0;
-            for w in ws.iter_mut() {
-                if let Err(reason) = prepare_blocks(sh, &mut view, w) {
-                    w.corrupt = Some(reason);
-                    self.reset_series(sh, w);
-                    prepare_blocks(sh, &mut view, w).expect("an empty series needs no check");
-                }
-                let slot = w.slot;
-                dropped += apply_samples(def, &mut w.st, &w.samples, |a, row, v| {
-                    let col = (row / BLOCK_ROWS as u64) as u32;
-                    let (b, _) = view.block(a, col, slot);
-                    shard::set_block_value(b, (row % BLOCK_ROWS as u64) as usize, v);
-                });
-                written += w.samples.len() as u64;
-                w.st.gen = gen;
-            }
-            let incs: HashMap<u32, u32> = ws.iter().map(|w| (w.slot, w.inc)).collect();
-            view.seal(sh.id, |slot| incs.get(&slot).copied().unwrap_or(0));
-            (dropped, written)
+            touched
         };
-        let results: Vec<(u64, u64)> = if views.len() == 1 {
-            views.into_iter().zip(chunks).map(|(v, c)| run(v, c)).collect()
+        let per_slot: usize =
+            touched_cols(&work).iter().map(|t| t.iter().filter(|&&x| x).count()).sum::<usize>() * BLOCK_LEN;
+        let chunk_slots = ((1usize << 20) / per_slot.max(1)).clamp(1, cap as usize) as u32;
+        let mut chunks: Vec<(u32, &mut [Work])> = Vec::new();
+        {
+            let mut rest = work.as_mut_slice();
+            while let Some(first) = rest.first() {
+                let lo = first.slot / chunk_slots * chunk_slots;
+                let hi = (lo + chunk_slots).min(cap);
+                let n = rest.iter().take_while(|x| x.slot < hi).count();
+                let (c, r) = rest.split_at_mut(n);
+                chunks.push((lo, c));
+                rest = r;
+            }
+        }
+        let n_chunks = chunks.len();
+        let queue = Mutex::new(chunks.into_iter());
+        let gen = sh.gen.load(Ordering::Relaxed) + 1;
+        let idle_slots = &idle_slots;
+        let worker = || -> Result<(u64, u64), FileError> {
+            let (mut dropped, mut written) = (0, 0);
+            let mut buf: Vec<u8> = Vec::new();
+            loop {
+                let Some((lo, ws)) = lock(&queue).next() else { break };
+                let hi = (lo + chunk_slots).min(cap);
+                let n = (hi - lo) as usize;
+                // Column ranges of this chunk: (archive, first column, columns).
+                let mut ranges: Vec<(usize, u32, u32)> = Vec::new();
+                let mut lookup: Vec<Vec<u32>> = Vec::new();
+                for (a, t) in touched_cols(ws).iter().enumerate() {
+                    let mut lk = vec![NONE; t.len()];
+                    let mut c = 0;
+                    while c < t.len() {
+                        if !t[c] {
+                            c += 1;
+                            continue;
+                        }
+                        let c0 = c;
+                        while c < t.len() && t[c] {
+                            lk[c] = ranges.len() as u32;
+                            c += 1;
+                        }
+                        ranges.push((a, c0 as u32, (c - c0) as u32));
+                    }
+                    lookup.push(lk);
+                }
+                let piece = n * BLOCK_LEN;
+                let total: usize = ranges.iter().map(|r| r.2 as usize * piece).sum();
+                buf.clear();
+                buf.resize(total, 0);
+                let mut dirty = vec![false; total / BLOCK_LEN];
+                // Read what is kept: blocks of series without new samples, and blocks
+                // that already hold rows of a series being flushed. (A first flush of
+                // new series reads nothing.)
+                let idle = idle_slots.iter().any(|&s| s >= lo && s < hi);
+                let mut at = 0;
+                for &(a, c0, nc) in &ranges {
+                    for col in c0..c0 + nc {
+                        let keep = idle || ws.iter().any(|w| shard::block_has_rows(def, &w.st, a, col));
+                        if keep {
+                            let off = sh.layout.block_off(a, col, lo);
+                            sh.file.read_at(&mut buf[at..at + piece], off).map_err(ioerr)?;
+                        }
+                        at += piece;
+                    }
+                }
+                {
+                    let mut view = ColView { lo, cols: Vec::new(), at: Vec::new(), lookup: &lookup };
+                    let mut b_rest: &mut [u8] = &mut buf;
+                    let mut d_rest: &mut [bool] = &mut dirty;
+                    for &(a, c0, nc) in &ranges {
+                        let mut cols = Vec::new();
+                        for _ in 0..nc {
+                            let (b1, b2) = std::mem::take(&mut b_rest).split_at_mut(piece);
+                            let (d1, d2) = std::mem::take(&mut d_rest).split_at_mut(n);
+                            cols.push((b1, d1));
+                            b_rest = b2;
+                            d_rest = d2;
+                        }
+                        view.cols.push(cols);
+                        view.at.push((a, c0));
+                    }
+                    for w in ws.iter_mut() {
+                        if let Err(reason) = prepare_blocks(sh, &mut view, w) {
+                            w.corrupt = Some(reason);
+                            self.reset_series(sh, w);
+                            prepare_blocks(sh, &mut view, w).expect("an empty series needs no check");
+                        }
+                        let slot = w.slot;
+                        dropped += apply_samples(def, &mut w.st, &w.samples, |a, row, v| {
+                            let col = (row / BLOCK_ROWS as u64) as u32;
+                            let (b, _) = view.block(a, col, slot);
+                            shard::set_block_value(b, (row % BLOCK_ROWS as u64) as usize, v);
+                        });
+                        written += w.samples.len() as u64;
+                        w.st.gen = gen;
+                    }
+                    view.seal(sh.id, |slot| ws.binary_search_by_key(&slot, |w| w.slot).map_or(0, |i| ws[i].inc));
+                }
+                let _w = write(&sh.io);
+                let mut at = 0;
+                for &(a, c0, nc) in &ranges {
+                    for col in c0..c0 + nc {
+                        sh.file.write_at(&buf[at..at + piece], sh.layout.block_off(a, col, lo)).map_err(ioerr)?;
+                        at += piece;
+                    }
+                }
+            }
+            Ok((dropped, written))
+        };
+        let results: Vec<Result<(u64, u64), FileError>> = if n_chunks < 2 || threads < 2 {
+            vec![worker()]
         } else {
             std::thread::scope(|scope| {
-                let handles: Vec<_> =
-                    views.into_iter().zip(chunks).map(|(v, c)| scope.spawn(move || run(v, c))).collect();
-                handles.into_iter().map(|h| h.join().unwrap_or((0, 0))).collect()
+                let other = scope.spawn(worker);
+                let mine = worker();
+                vec![mine, other.join().unwrap_or_else(|_| Ok((0, 0)))]
             })
         };
-        let dropped: u64 = results.iter().map(|r| r.0).sum();
-        let written: u64 = results.iter().map(|r| r.1).sum();
+        let mut dropped = 0;
+        let mut written = 0;
+        for r in results {
+            let (d, w) = r?;
+            dropped += d;
+            written += w;
+        }
         if dropped > 0 {
             self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-        }
-        {
-            let _w = write(&sh.io);
-            for (a, c0, _, buf, _) in &cols.ranges {
-                sh.file.write_at(buf, sh.layout.column_off(*a, *c0)).map_err(ioerr)?;
-            }
         }
         let adds = {
             let idx = lock(&self.index);
@@ -348,10 +394,7 @@ impl Inner {
                 if s.flags & F_REMOVED != 0 || s.slot != w.slot {
                     continue;
                 }
-                s.pending.drain(..w.samples.len().min(s.pending.len()));
-                if s.pending.capacity() > 4 * s.pending.len().max(16) {
-                    s.pending.shrink_to_fit();
-                }
+                s.flushing = None;
                 s.flags = F_CATALOGED;
                 s.incarnation = w.inc;
                 s.created = w.created;
@@ -527,6 +570,24 @@ impl Inner {
             }
         }
     }
+}
+
+/// Hands the unflushed samples of `s` to a flush without copying them: they move to
+/// `flushing` (where reads still see them) until the flush commits. Samples of a
+/// flush that failed are taken again, before the newer ones.
+fn take_for_flush(s: &mut Series) -> Arc<Vec<(u64, f64)>> {
+    let fresh = Vec::with_capacity(s.pending.len());
+    let samples = match s.flushing.take() {
+        None => std::mem::replace(&mut s.pending, fresh),
+        Some(f) => {
+            let mut v = Arc::try_unwrap(f).unwrap_or_else(|a| (*a).clone());
+            v.append(&mut s.pending);
+            v
+        }
+    };
+    let samples = Arc::new(samples);
+    s.flushing = Some(samples.clone());
+    samples
 }
 
 /// Makes every block `w`'s samples will write ready in `cols`: a block that already

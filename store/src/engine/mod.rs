@@ -410,6 +410,9 @@ struct Series {
     /// Last accepted time (s): later samples must be newer, as rrdtool requires.
     last: u64,
     pending: Vec<(u64, f64)>,
+    /// Samples handed to a flush in progress (or one that failed: the next flush
+    /// takes them again). Reads see them until the flush commits.
+    flushing: Option<Arc<Vec<(u64, f64)>>>,
     /// Journal segment whose records define this series (0: none yet).
     jseg: u64,
     /// Append sequence that last touched the series (for undo on a failed write).
@@ -546,6 +549,7 @@ impl Index {
             created,
             last: created,
             pending: Vec::new(),
+            flushing: None,
             jseg: 0,
             stamp: 0,
             flags: 0,
@@ -590,6 +594,7 @@ impl Index {
         }
         s.key = "".into();
         s.pending = Vec::new();
+        s.flushing = None;
         s.flags = F_REMOVED;
         s.shard = NONE;
         self.free_ids.push(sid);
@@ -788,9 +793,13 @@ impl<F: FnMut(usize, u64, f64)> Live for Apply<'_, F> {
 /// Applies `samples` (those newer than the state) to `st`; rows go to `put`. Returns
 /// how many samples rrdtool would have refused.
 fn apply_samples(def: &ShardDef, st: &mut State, samples: &[(u64, f64)], put: impl FnMut(usize, u64, f64)) -> u64 {
-    let mut cur: Vec<u64> = def.rra.iter().enumerate().map(|(a, r)| (st.last_up / def.rra_step(a)) % r.rows).collect();
+    let mut cur_buf = [0u64; shard::MAX_ARCHIVES];
+    let cur = &mut cur_buf[..def.rra.len()];
+    for (a, (c, r)) in cur.iter_mut().zip(&def.rra).enumerate() {
+        *c = (st.last_up / def.rra_step(a)) % r.rows;
+    }
     let defs = Defs { step: def.step, ds: std::slice::from_ref(&def.ds), rra: &def.rra };
-    let mut live = Apply { st, cur_row: &mut cur, put };
+    let mut live = Apply { st, cur_row: cur, put };
     let mut dropped = 0;
     for &(t, v) in samples {
         let last_up = live.st.last_up;
@@ -818,19 +827,7 @@ fn rows_touched(def: &ShardDef, a: usize, from: u64, to: u64) -> (u64, u64) {
     ((e1 + 1 - n) % rows, n)
 }
 
-/// (archive, first column, last column, bytes, dirty flag per block)
-type ColumnRange = (usize, u32, u32, Vec<u8>, Vec<bool>);
-
-/// Column ranges of one shard being rewritten by a flush.
-struct Columns {
-    cap: usize,
-    ranges: Vec<ColumnRange>,
-    /// Per archive: column → range index.
-    lookup: Vec<Vec<u32>>,
-}
-
-/// The blocks of slots `lo..` of every column in [`Columns`]: disjoint views let
-/// threads work on different series at once.
+/// The blocks of slots `lo..` of the columns a flush of a chunk of slots rewrites.
 struct ColView<'a> {
     lo: u32,
     /// Per range, per column: (blocks, dirty flags) of this view's slots.
@@ -865,34 +862,6 @@ impl ColView<'_> {
     }
 }
 
-impl Columns {
-    /// Views of slots `bounds[i]..bounds[i + 1]` (ascending, from 0 to the capacity).
-    fn views(&mut self, bounds: &[u32]) -> Vec<ColView<'_>> {
-        let Columns { cap, ranges, lookup } = self;
-        let mut views: Vec<ColView<'_>> = bounds
-            .windows(2)
-            .map(|w| ColView { lo: w[0], cols: Vec::new(), at: Vec::new(), lookup: lookup.as_slice() })
-            .collect();
-        for (a, c0, _, buf, dirty) in ranges.iter_mut() {
-            for v in views.iter_mut() {
-                v.cols.push(Vec::new());
-                v.at.push((*a, *c0));
-            }
-            for (mut b, mut d) in buf.chunks_exact_mut(*cap * BLOCK_LEN).zip(dirty.chunks_exact_mut(*cap)) {
-                for (vi, w) in bounds.windows(2).enumerate() {
-                    let n = (w[1] - w[0]) as usize;
-                    let (b1, b2) = std::mem::take(&mut b).split_at_mut(n * BLOCK_LEN);
-                    let (d1, d2) = std::mem::take(&mut d).split_at_mut(n);
-                    views[vi].cols.last_mut().expect("pushed above").push((b1, d1));
-                    b = b2;
-                    d = d2;
-                }
-            }
-        }
-        views
-    }
-}
-
 /// A shard flush whose columns are written, before its state table is.
 struct Staged {
     sh: Arc<Shard>,
@@ -912,7 +881,7 @@ struct Work {
     inc: u32,
     created: u64,
     kind: DsKind,
-    samples: Vec<(u64, f64)>,
+    samples: Arc<Vec<(u64, f64)>>,
     new_catalog: bool,
     corrupt: Option<String>,
     st: State,
@@ -1274,7 +1243,8 @@ impl Store {
             return Err(FileError::Io { path, source });
         }
         j.len += j.buf.len() as u64;
-        let n = idx.series[sid as usize].pending.len() as u64;
+        let s = &idx.series[sid as usize];
+        let n = (s.pending.len() + s.flushing.as_ref().map_or(0, |f| f.len())) as u64;
         inner.stats.unflushed_bytes.fetch_sub(ENTRY_BYTES * n, Ordering::Relaxed);
         idx.remove(sid);
         inner.stats.series.store(idx.live as u64, Ordering::Relaxed);
@@ -1401,7 +1371,17 @@ impl Store {
         let mut table = vec![0u8; sh.layout.table_len()];
         sh.file.read_at(&mut table, sh.layout.states[cur]).map_err(ioerr)?;
         st.gen = sh.gen.load(Ordering::Relaxed) + 1;
-        let work = Work { sid, slot, inc, created, kind, samples: Vec::new(), new_catalog: false, corrupt: None, st };
+        let work = Work {
+            sid,
+            slot,
+            inc,
+            created,
+            kind,
+            samples: Arc::new(Vec::new()),
+            new_catalog: false,
+            corrupt: None,
+            st,
+        };
         let zero = lock(&inner.index).shards[sh.id as usize].to_zero.clone();
         let mut staged = Staged { sh: sh.clone(), work: vec![work], zero, table, cur, adds: Vec::new(), written: 0 };
         inner.stage_states(&mut staged)?;
@@ -1576,7 +1556,7 @@ impl Inner {
                     slot: s.slot,
                     incarnation: s.incarnation,
                     created: s.created,
-                    pending: s.pending.clone(),
+                    pending: s.flushing.iter().flat_map(|f| f.iter()).chain(&s.pending).copied().collect(),
                 }
             };
             return fetch_snapshot(sh.as_deref(), &snap, cf, start, end, res).inspect_err(|e| {
