@@ -330,7 +330,10 @@ impl Inner {
             std::thread::scope(|scope| {
                 let other = scope.spawn(worker);
                 let mine = worker();
-                vec![mine, other.join().unwrap_or_else(|_| Ok((0, 0)))]
+                let other = other.join().unwrap_or_else(|_| {
+                    Err(FileError::Io { path: sh.path.clone(), source: std::io::Error::other("flush thread panicked") })
+                });
+                vec![mine, other]
             })
         };
         let mut dropped = 0;
