@@ -5,10 +5,12 @@
 //!
 //! It owns the timer (one tick per second), the plugin processes (through
 //! [`plugin::PluginRunner`]), the table of check instances ([`table::Table`]) and the
-//! state database ([`db`]). It reads metric values from the collector's in-memory
-//! latest values, never from files, so a metric check is as current as the last batch.
-//! The check logic itself — ranges, soft/hard, freshness, flapping, ack and downtime
-//! rules — lives in `ganglion-checks`.
+//! state database ([`db`]). A metric check reads the collector's in-memory latest
+//! values, so it is as current as the last batch; an aggregate check (`aggregate`,
+//! `window_secs`) reads its window through `ganglion_store::Store::fetch` on a blocking
+//! thread. The check logic itself — ranges, soft/hard, freshness, flapping, ack and
+//! downtime rules — lives in `ganglion-checks`. It does not own notifications: it
+//! announces what happened as events for the alerting layer.
 //!
 //! Layout:
 //! - `defs`: templates, services, the default pack; effective checks per host.
