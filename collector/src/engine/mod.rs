@@ -412,8 +412,12 @@ async fn run(
                 for job in outcome.active {
                     let runner = runner.clone();
                     let tx = tx.clone();
+                    let store = store.clone();
                     tokio::spawn(async move {
                         let run = runner.run(&job.argv, job.timeout, timeout_state).await;
+                        if let Some(store) = store {
+                            store_perfdata(store, &job, &run.output.perfdata).await;
+                        }
                         let _ = tx.send(Incoming::Active { job, run }).await;
                     });
                 }
@@ -542,6 +546,48 @@ fn handle_message(table: &Mutex<Table>, stats: &EngineStats, writer: &Writer, ms
 /// Reads an aggregate check's window from storage: the aggregate of the metric (or of the
 /// per-row ratio `metric / divide_by`) over the known values of the last `window_secs`.
 /// `Ok(None)` when the window holds no known value or the series does not exist (yet).
+/// Series name of one perfdata label of a service: `<service>_<label>`, made a valid
+/// metric name (`/var` → `var`, spaces → `_`).
+pub fn perfdata_metric(service: &str, label: &str) -> String {
+    let mut name = format!("{}_{}", ganglion_proto::name::sanitize(service), ganglion_proto::name::sanitize(label));
+    name.truncate(ganglion_proto::name::MAX_NAME_LEN);
+    name
+}
+
+/// Stores a plugin's performance data as series of the host, so plugin results get
+/// graphs like agent metrics. Values are gauges in the plugin's unit; `U` values and
+/// labels that do not make a name are skipped. A storage refusal is logged, not fatal:
+/// the check result itself is still applied.
+async fn store_perfdata(store: Arc<ganglion_store::engine::Store>, job: &ActiveJob, perfdata: &str) {
+    use ganglion_store::engine::{DsKind, SeriesKey, Update};
+    if perfdata.is_empty() {
+        return;
+    }
+    let time_ms = now_ms();
+    let updates: Vec<Update> = ganglion_checks::plugin::parse_perfdata(perfdata)
+        .data
+        .into_iter()
+        .filter_map(|d| {
+            let value = d.value.filter(|v| v.is_finite())?;
+            let metric = perfdata_metric(&job.service, &d.label);
+            ganglion_proto::name::validate(ganglion_proto::name::NameKind::Metric, &metric).ok()?;
+            Some(Update {
+                series: SeriesKey::new(&job.cluster, &job.host, &metric),
+                kind: DsKind::Gauge,
+                time_ms,
+                value,
+            })
+        })
+        .collect();
+    if updates.is_empty() {
+        return;
+    }
+    let result = tokio::task::spawn_blocking(move || store.append(&updates)).await;
+    if let Ok(Err(e)) = result {
+        tracing::warn!(host = %job.host, service = %job.service, error = %e, "Could not store plugin performance data.");
+    }
+}
+
 fn fetch_aggregate(store: &ganglion_store::engine::Store, job: &AggregateJob) -> Result<Option<f64>, String> {
     use ganglion_store::engine::{ReadError, SeriesKey};
     use ganglion_store::rrd::Cf;

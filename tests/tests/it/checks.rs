@@ -179,6 +179,10 @@ admin_token = "{TOKEN}"
     assert_eq!(dummy["output"], "WARNING: dummy on chk-host");
     let disk = check(&status, "chk-host", "disk").unwrap();
     assert!(disk["perfdata"].as_str().unwrap().contains("/="), "{disk}");
+    // The plugin's performance data is stored as a series of the host (label `/`).
+    wait_for(Duration::from_secs(10), "the disk plugin's perfdata series", &[&c.proc], || {
+        c.get("/api/v1/series?host=chk-host&cluster=test&metric=disk_root&start=-300")
+    });
     let host = check(&status, "chk-host", "").unwrap();
     assert_eq!(host["state"], "UP");
 
