@@ -14,7 +14,7 @@
 //!     the rounds as data time: 15 appends per round (one per second of data time),
 //!     each durable (group commit once a second); a flush period of `period_s` spread
 //!     over the shards; one period of warm-up first, then bytes written per update
-//!     over `rounds` rounds in steady state.
+//!     over whole periods (at least `rounds` rounds) in steady state.
 //! store-bench fetch DIR
 //!     one series with 8 days of data, flushed, plus 10 minutes unflushed; p50/p99 of
 //!     fetching one day (AVERAGE, as `rrdtool fetch -s end-1d -e end`).
@@ -216,6 +216,9 @@ fn realtime(dir: &Path, n: usize, rounds: i64, period: u64) -> anyhow::Result<()
     let keys = keys(n);
     let parts = (period / 15).max(1) as i64;
     let warm = parts;
+    // Whole flush cycles, so every shard is flushed as often as in steady state: at
+    // least `rounds`, rounded up to a multiple of the period.
+    let rounds = (rounds.max(1) + parts - 1) / parts * parts;
     let mut io0 = 0;
     let mut cpu0 = 0.0;
     let mut t0 = Instant::now();
