@@ -50,7 +50,7 @@ pub struct LoadgenArgs {
 
 /// Nanoseconds a process has spent on a CPU, all threads (`/proc/PID/schedstat` alone
 /// is the main thread, which in a tokio runtime mostly sleeps).
-fn cpu_ns(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ns(pid: &str) -> Option<u64> {
     let mut total = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let path = task.ok()?.path().join("schedstat");
@@ -110,11 +110,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let start = Instant::now();
     let before = counters.acked_batches.load(Ordering::Relaxed);
-    let cpu_before = args.collector_pid.and_then(cpu_ns);
+    let cpu_before = args.collector_pid.and_then(|p| cpu_ns(&p.to_string()));
     tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
     let batches = counters.acked_batches.load(Ordering::Relaxed) - before;
     let secs = start.elapsed().as_secs_f64();
-    let cpu_after = args.collector_pid.and_then(cpu_ns);
+    let cpu_after = args.collector_pid.and_then(|p| cpu_ns(&p.to_string()));
     let collector_cpu = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) => Some((b - a) as f64 / 1e9 / secs * 100.0),
         _ => None,

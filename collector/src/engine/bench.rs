@@ -45,11 +45,7 @@ pub struct BenchArgs {
 
 /// CPU nanoseconds of every thread of this process.
 fn process_cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    crate::loadgen::cpu_ns("self").unwrap_or(0)
 }
 
 struct Round {
