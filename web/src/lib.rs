@@ -6,12 +6,15 @@
 //! Today it is a grid → cluster → host browser of current values with auto-refresh;
 //! graphs come with the storage.
 //!
-//! Layout: [`router`] mounts `/` (the single page, `index.html`).
+//! Layout: [`router`] mounts `/` (the single page, `index.html`); [`graph`] draws
+//! time-series graphs as PNG and SVG (also used for graphs inlined in alert emails).
 //!
 //! ```
 //! let app: axum::Router = ganglion_web::router();
 //! # drop(app);
 //! ```
+
+pub mod graph;
 
 use axum::http::header;
 use axum::response::IntoResponse;
