@@ -231,7 +231,7 @@ async fn checks(
         .iter()
         .map(|e| {
             let (kind, what) = match &e.kind {
-                super::defs::Kind::Metric { metric, divide_by, scale, thresholds, missing, aggregate } => (
+                super::defs::Kind::Metric { metric, divide_by, scale, thresholds, missing, aggregate, .. } => (
                     "metric",
                     json!({
                         "metric": metric,

@@ -32,7 +32,10 @@ pub struct RawService {
     pub hosts: Option<String>,
     /// `false` removes the service (e.g. one of the default pack) from matching hosts.
     pub enabled: Option<bool>,
-    /// Metric check: the metric whose latest value is compared with the thresholds.
+    /// Metric check: the metric whose latest value is compared with the thresholds. A
+    /// `*` makes it a pattern (`diskio_*_util`): every matching metric of the host is
+    /// compared and the worst one gives the state, as `part_max_used` does for
+    /// filesystems. A pattern takes no `divide_by` and no `aggregate`.
     pub metric: Option<String>,
     /// Metric check on a ratio: `metric / divide_by`.
     pub divide_by: Option<String>,
@@ -120,11 +123,39 @@ impl Aggregate {
     }
 }
 
+/// A metric name with `*` wildcards, matched against a host's metric names.
+#[derive(Debug, Clone)]
+pub struct MetricPattern(Regex);
+
+impl MetricPattern {
+    /// `None` when `metric` has no `*` (a plain name).
+    pub fn of(metric: &str) -> Option<MetricPattern> {
+        if !metric.contains('*') {
+            return None;
+        }
+        let parts: Vec<String> = metric.split('*').map(regex::escape).collect();
+        let re = Regex::new(&format!("^{}$", parts.join(".*"))).expect("escaped parts form a valid expression");
+        Some(MetricPattern(re))
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.is_match(name)
+    }
+}
+
+impl PartialEq for MetricPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
 /// What a check looks at.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Metric {
         metric: String,
+        /// Set when `metric` has wildcards.
+        pattern: Option<MetricPattern>,
         divide_by: Option<String>,
         scale: f64,
         thresholds: Thresholds,
@@ -237,6 +268,9 @@ pub fn default_pack() -> Vec<RawService> {
         ratio("load_per_cpu", "load_five", "cpu_num", 1.0, "2", "4"),
         ratio("mem_available", "mem_available", "mem_total", 100.0, "10:", "5:"),
         m("part_max_used", "part_max_used", "85", "95"),
+        // The worst block device: a disk queueing requests for long, or busy all the time.
+        m("disk_await", "diskio_*_await", "100", "500"),
+        m("disk_util", "diskio_*_util", "90", "98"),
         ratio("swap_free", "swap_free", "swap_total", 100.0, "50:", "20:"),
         m("apache_busy_workers_pct", "apache_busy_pct", "80", "95"),
         m("mysql_key_cache_miss_pct", "mysql_key_miss_pct", "1", "5"),
@@ -410,9 +444,15 @@ impl Defs {
                 (Some(_), _) => return Err(fail("aggregate needs window_secs > 0".into())),
                 (None, Some(_)) => return Err(fail("window_secs needs aggregate".into())),
             };
+            let divide_by = pick!(divide_by);
+            let pattern = MetricPattern::of(&metric);
+            if pattern.is_some() && (divide_by.is_some() || aggregate.is_some()) {
+                return Err(fail(format!("metric {metric}: a pattern takes no divide_by and no aggregate")));
+            }
             Kind::Metric {
                 metric,
-                divide_by: pick!(divide_by),
+                pattern,
+                divide_by,
                 scale: pick!(scale).unwrap_or(1.0),
                 thresholds,
                 missing,
@@ -505,6 +545,8 @@ mod tests {
         let doc = include_str!("../../../docs/METRICS.md");
         for s in default_pack() {
             for m in [s.metric.as_deref(), s.divide_by.as_deref()].into_iter().flatten() {
+                // Per-device patterns are documented with `<dev>` where the `*` goes.
+                let m = m.replace('*', "<dev>");
                 assert!(
                     doc.contains(&format!("`{m}`")),
                     "default check {} watches {m}, which docs/METRICS.md does not list",

@@ -125,10 +125,12 @@ pub struct Instance {
 }
 
 /// What a metric check saw.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reading {
     /// The value compared with the thresholds (after `divide_by` and `scale`).
     Value(f64),
+    /// A pattern check: the worst of the matching metrics, and its name.
+    Worst(f64, Arc<str>, usize),
     /// No value (and `missing` gave a state).
     Missing,
 }
@@ -137,8 +139,8 @@ impl Instance {
     /// The plugin-style output: a metric check's reading rendered, else what the check
     /// wrote.
     pub fn output(&self) -> PluginOutput {
-        match self.reading {
-            Some(r) => render_metric(&self.def, r, self.obj.status.state),
+        match &self.reading {
+            Some(r) => render_metric(&self.def, r.clone(), self.obj.status.state),
             None => self.obj.output.clone(),
         }
     }
@@ -165,6 +167,11 @@ pub fn render_metric(def: &Effective, reading: Reading, state: ServiceState) -> 
                 perfdata: format!("'{}'={v}", def.name),
             }
         }
+        Reading::Worst(v, name, matched) => PluginOutput {
+            output: format!("{state} - {name} = {v:.4} (worst of {matched} matching {metric})"),
+            long_output: String::new(),
+            perfdata: format!("'{name}'={v}"),
+        },
         Reading::Missing => {
             PluginOutput { output: format!("{state} - no value of {metric}"), ..PluginOutput::default() }
         }
@@ -182,7 +189,7 @@ impl Output<'_> {
     fn line(&self) -> String {
         match self {
             Output::Text(o) => o.output.clone(),
-            Output::Reading { def, reading, state } => render_metric(def, *reading, *state).output,
+            Output::Reading { def, reading, state } => render_metric(def, reading.clone(), *state).output,
         }
     }
 }
@@ -303,6 +310,54 @@ fn host_address(h: &Host) -> String {
 fn metric_value(h: &Host, name: &str) -> Option<f64> {
     let s = &h.slots[*h.by_name.get(name)?];
     (s.time_ms > 0 && s.value.is_finite()).then_some(s.value)
+}
+
+/// The worst of a host's metrics matching a pattern, scaled: the one with the worst
+/// state, and of those the one furthest from OK (the largest, as thresholds on device
+/// metrics are upper bounds; the smallest when only lower bounds are set).
+fn worst_match(
+    h: &Host,
+    pattern: &super::defs::MetricPattern,
+    scale: f64,
+    thresholds: &ganglion_checks::range::Thresholds,
+) -> Option<(ServiceState, Reading)> {
+    let mut worst: Option<(ServiceState, f64, &str)> = None;
+    let mut matched = 0;
+    // `10:` alerts below 10: there the smallest value is the worst.
+    let lower_bounds = thresholds
+        .critical
+        .or(thresholds.warning)
+        .is_some_and(|r| !r.inside && r.end == f64::INFINITY && r.start.is_finite());
+    for s in &h.slots {
+        if s.time_ms <= 0 || !s.value.is_finite() || !pattern.matches(&s.meta.name) {
+            continue;
+        }
+        matched += 1;
+        let v = s.value * scale;
+        let state = thresholds.evaluate(v);
+        let better = match worst {
+            None => true,
+            Some((ws, wv, _)) => {
+                let (r, wr) = (state_rank(state), state_rank(ws));
+                r > wr || (r == wr && if lower_bounds { v < wv } else { v > wv })
+            }
+        };
+        if better {
+            worst = Some((state, v, &s.meta.name));
+        }
+    }
+    worst.map(|(state, v, name)| (state, Reading::Worst(v, Arc::from(name), matched)))
+}
+
+/// Severity order of service states: OK < WARNING < UNKNOWN < CRITICAL (Nagios' order
+/// for a host's worst service).
+fn state_rank(s: ServiceState) -> u8 {
+    match s {
+        ServiceState::Ok => 0,
+        ServiceState::Warning => 1,
+        ServiceState::Unknown => 2,
+        ServiceState::Critical => 3,
+    }
 }
 
 fn expand(template: &str, vars: &[(&str, &str)], custom: &BTreeMap<String, String>) -> String {
@@ -946,6 +1001,10 @@ impl Ctx {
                     now,
                 });
             }
+            Kind::Metric { pattern: Some(pattern), scale, thresholds, .. } => {
+                let worst = worst_match(h, pattern, *scale, thresholds);
+                self.apply_metric_reading(&h.cluster, &h.name, host_up, inst, worst, now);
+            }
             Kind::Metric { metric, divide_by, .. } => {
                 let value = metric_value(h, metric).and_then(|v| match divide_by {
                     Some(d) => metric_value(h, d).filter(|d| *d != 0.0).map(|d| v / d),
@@ -1023,13 +1082,28 @@ impl Ctx {
         value: Option<f64>,
         now: i64,
     ) {
+        let Kind::Metric { scale, thresholds, .. } = &inst.def.kind else { return };
+        let reading = value.map(|v| {
+            let v = v * scale;
+            (thresholds.evaluate(v), Reading::Value(v))
+        });
+        self.apply_metric_reading(cluster, host, host_up, inst, reading, now);
+    }
+
+    /// Applies a metric check's state and reading, or the absence of a value.
+    fn apply_metric_reading(
+        &mut self,
+        cluster: &str,
+        host: &str,
+        host_up: bool,
+        inst: &mut Instance,
+        reading: Option<(ServiceState, Reading)>,
+        now: i64,
+    ) {
         let def = inst.def.clone();
-        let Kind::Metric { scale, thresholds, missing, .. } = &def.kind else { return };
-        let (result, reading) = match value {
-            Some(v) => {
-                let v = v * scale;
-                (thresholds.evaluate(v), Reading::Value(v))
-            }
+        let Kind::Metric { missing, .. } = &def.kind else { return };
+        let (result, reading) = match reading {
+            Some(r) => r,
             None => match missing {
                 Some(s) => (*s, Reading::Missing),
                 None => {
@@ -1042,7 +1116,7 @@ impl Ctx {
         let t = inst.obj.status.apply(&def.settings, result, now, ctx);
         inst.next_check = t.next_check;
         inst.last_result = Some(now);
-        inst.reading = Some(reading);
+        inst.reading = Some(reading.clone());
         let out = Output::Reading { def: &def, reading, state: result };
         self.after_result(cluster, host, Some(&def.name), &mut inst.obj, &t, def.flap, now, out, Dirty::Lazy);
     }

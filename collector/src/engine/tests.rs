@@ -298,11 +298,15 @@ fn acks_flapping_downtime_and_states_resume_after_a_restart_without_new_events()
 }
 
 fn set_metric(state: &State, value: f64) {
+    set_named(state, "load", value);
+}
+
+fn set_named(state: &State, name: &str, value: f64) {
     let h = state.host("c", "h1", "127.0.0.1:1".into());
     let mut g = lock(&h);
     let meta = MetricMeta {
         id: 0,
-        name: "load".into(),
+        name: name.into(),
         unit: String::new(),
         kind: MetricKind::Gauge,
         group: "cpu".into(),
@@ -389,4 +393,56 @@ async fn commands_through_the_handle_answer_after_the_write() {
         .unwrap();
     let e = rx.recv().await.unwrap();
     assert!(matches!(e.kind, CheckEventKind::AckRemoved { .. }), "{e:?}");
+}
+
+#[test]
+fn a_pattern_check_reports_the_worst_matching_metric() {
+    let util = RawService {
+        name: "disk_util".into(),
+        metric: Some("diskio_*_util".into()),
+        warning: Some("90".into()),
+        critical: Some("98".into()),
+        check_interval_secs: Some(1),
+        retry_interval_secs: Some(1),
+        max_check_attempts: Some(1),
+        ..RawService::default()
+    };
+    let free = RawService {
+        name: "fs_free".into(),
+        metric: Some("fs_*_free_pct".into()),
+        warning: Some("20:".into()),
+        critical: Some("10:".into()),
+        ..util.clone()
+    };
+    let mut f = fixture(vec![util, free], db::Saved::default());
+    set_named(&f.state, "diskio_sda_util", 12.0);
+    set_named(&f.state, "diskio_sdb_util", 95.0);
+    set_named(&f.state, "diskio_sdc_await", 990.0); // not matched
+    set_named(&f.state, "fs_root_free_pct", 50.0);
+    set_named(&f.state, "fs_var_free_pct", 15.0);
+    set_named(&f.state, "fs_tmp_free_pct", 30.0);
+    f.table.tick(&f.state, T0 + 1, true);
+    let v = f.view("disk_util");
+    assert_eq!(v.state, "WARNING", "{v:?}");
+    assert!(v.output.contains("diskio_sdb_util = 95") && v.output.contains("worst of 2"), "{}", v.output);
+    let v = f.view("fs_free");
+    assert_eq!(v.state, "WARNING", "{v:?}");
+    assert!(v.output.contains("fs_var_free_pct = 15"), "lower bounds: the smallest is worst: {}", v.output);
+    set_named(&f.state, "diskio_sda_util", 99.5);
+    f.table.tick(&f.state, T0 + 2, true);
+    let v = f.view("disk_util");
+    assert_eq!(v.state, "CRITICAL");
+    assert!(v.output.contains("diskio_sda_util = 99.5"), "{}", v.output);
+}
+
+#[test]
+fn a_pattern_takes_no_ratio_or_aggregate() {
+    let bad = RawService {
+        name: "x".into(),
+        metric: Some("diskio_*_util".into()),
+        divide_by: Some("cpu_num".into()),
+        ..RawService::default()
+    };
+    let err = Defs::build(vec![], vec![bad], false, ChecksDefaults::default()).unwrap_err();
+    assert!(format!("{err:?}").contains("pattern"), "{err:?}");
 }
