@@ -408,6 +408,12 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!("host {} (cluster {})", v["host"].as_str().unwrap_or(""), v["cluster"].as_str().unwrap_or(""));
+            if let Some(d) = v["host_definition"].as_object() {
+                println!("  from [[host]]:");
+                for (k, v) in d.iter().filter(|(_, v)| !v.is_null()) {
+                    println!("    {k:<20} {}", v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                }
+            }
             for ch in v["checks"].as_array().map(Vec::as_slice).unwrap_or_default() {
                 println!(
                     "\n{} ({}): every {}s, retry {}s, {} attempts",

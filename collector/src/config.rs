@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// Service checks, attached to clusters and host-name patterns.
     #[serde(default, rename = "service")]
     pub services: Vec<crate::engine::defs::RawService>,
+    /// Hosts without an agent, and parents of any host.
+    #[serde(default, rename = "host")]
+    pub hosts_defs: Vec<crate::engine::hosts::RawHost>,
     #[serde(default)]
     pub nsca: RawNsca,
     #[serde(default)]
@@ -589,6 +592,27 @@ impl Config {
             },
             flap: raw.checks.flap_detection.then_some(ganglion_checks::flap::FlapThresholds { low, high }),
         };
+        let host_defaults = crate::engine::hosts::HostDefaults {
+            settings: ganglion_checks::state::StateSettings {
+                check_interval_secs: raw.checks.host_check_interval_secs.max(1),
+                ..defaults.settings
+            },
+            timeout: defaults.plugin_timeout,
+        };
+        let host_defs = match crate::engine::hosts::HostDefs::build(raw.hosts_defs, host_defaults) {
+            Ok(d) => Some(d),
+            Err(errs) => {
+                for (span, msg) in errs {
+                    if span.is_empty() && span.start == 0 {
+                        problems.push(format!("{origin}: {msg}"));
+                    } else {
+                        let (l, c) = position(text, span.start);
+                        problems.push(format!("{origin}:{l}:{c}: {msg}"));
+                    }
+                }
+                None
+            }
+        };
         let nsca = nsca_config(&raw.nsca, text, origin, &mut problems);
         let admin_token = match (&raw.api.admin_token, &raw.api.admin_token_file) {
             (None, None) => None,
@@ -635,6 +659,7 @@ impl Config {
                 timeout_state: timeout_state.expect("checked above"),
                 host_check_interval_secs: raw.checks.host_check_interval_secs.max(1),
                 store: None,
+                hosts: host_defs.expect("checked above"),
             },
             nsca,
             admin_token,
@@ -757,6 +782,18 @@ host_expire_secs = 0
             flap_detection: Some(true),
             low_flap_threshold: Some(1.0),
             high_flap_threshold: Some(1.0),
+        });
+        raw.hosts_defs.push(crate::engine::hosts::RawHost {
+            name: unspanned("h".into()),
+            cluster: unspanned("c".into()),
+            address: s(),
+            parents: vec![unspanned("p".into())],
+            check_command: Some(unspanned("x".into())),
+            macros: Some(BTreeMap::new()),
+            check_interval_secs: Some(1),
+            retry_interval_secs: Some(1),
+            max_check_attempts: Some(1),
+            timeout_secs: Some(1),
         });
         raw.nsca.listen = Some(unspanned("127.0.0.1:5667".into()));
         raw.nsca.password = s();

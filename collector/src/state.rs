@@ -70,6 +70,26 @@ pub struct Host {
 }
 
 impl Host {
+    /// A host nothing has been heard from yet.
+    pub fn new(cluster: &str, name: &str, peer: String) -> Host {
+        Host {
+            cluster: cluster.to_owned(),
+            name: name.to_owned(),
+            facts: Facts::default(),
+            agent_version: String::new(),
+            interval_secs: 15,
+            peer,
+            slots: Vec::new(),
+            by_name: HashMap::new(),
+            first_seen_ms: now_ms(),
+            last_seen_ms: now_ms(),
+            last_seen: Instant::now(),
+            seq: SeqStats::default(),
+            connections: 0,
+            was_up: true,
+        }
+    }
+
     /// The slot for a metric, created on first sight; an existing slot takes the newest
     /// metadata (an agent upgrade may change a description or unit).
     pub fn slot_for(&mut self, meta: &MetricMeta) -> usize {
@@ -130,22 +150,7 @@ impl State {
             .entry(key)
             .or_insert_with(|| {
                 tracing::info!(cluster, host = name, %peer, "New host registered.");
-                Arc::new(Mutex::new(Host {
-                    cluster: cluster.to_owned(),
-                    name: name.to_owned(),
-                    facts: Facts::default(),
-                    agent_version: String::new(),
-                    interval_secs: 15,
-                    peer,
-                    slots: Vec::new(),
-                    by_name: HashMap::new(),
-                    first_seen_ms: now_ms(),
-                    last_seen_ms: now_ms(),
-                    last_seen: Instant::now(),
-                    seq: SeqStats::default(),
-                    connections: 0,
-                    was_up: true,
-                }))
+                Arc::new(Mutex::new(Host::new(cluster, name, peer)))
             })
             .clone()
     }
@@ -194,6 +199,19 @@ impl State {
             }
         }
         expired
+    }
+
+    /// Liveness of the agent host of this name in any cluster (`None`: no such host).
+    pub fn is_up_by_name(&self, name: &str, now: Instant) -> Option<bool> {
+        // Copied out first: a host's mutex is never taken under the map's lock.
+        let found: Vec<Arc<Mutex<Host>>> = {
+            let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
+            self.clusters.keys().filter_map(|c| hosts.get(&(c.clone(), name.to_owned())).cloned()).collect()
+        };
+        if found.is_empty() {
+            return None;
+        }
+        Some(found.iter().any(|h| self.is_up(&lock(h), now)))
     }
 
     /// Whether a host is known (it may have come back after it expired).

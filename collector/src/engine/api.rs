@@ -221,9 +221,14 @@ async fn checks(
 ) -> Result<impl IntoResponse, ApiError> {
     let cluster = match q.cluster {
         Some(c) => c,
-        None => ctx.state.host_view(&q.host, None, Instant::now()).map(|h| h.summary.cluster).ok_or_else(|| {
-            ApiError(StatusCode::NOT_FOUND, format!("no host {}", ganglion_proto::name::escaped(&q.host)))
-        })?,
+        None => ctx
+            .state
+            .host_view(&q.host, None, Instant::now())
+            .map(|h| h.summary.cluster)
+            .or_else(|| ctx.engine.host_def(&q.host).map(|d| d.cluster.clone()))
+            .ok_or_else(|| {
+                ApiError(StatusCode::NOT_FOUND, format!("no host {}", ganglion_proto::name::escaped(&q.host)))
+            })?,
     };
     let list: Vec<_> = ctx
         .engine
@@ -268,7 +273,16 @@ async fn checks(
             })
         })
         .collect();
-    Ok(Json(json!({ "cluster": cluster, "host": q.host, "checks": list })))
+    let def = ctx.engine.host_def(&q.host).filter(|d| d.cluster == cluster);
+    let host_def = def.map(|d| {
+        json!({
+            "address": d.address,
+            "parents": d.parents,
+            "check_command": d.check.as_ref().map(|c| &c.command),
+            "max_check_attempts": d.check.as_ref().map(|c| c.settings.max_check_attempts),
+        })
+    });
+    Ok(Json(json!({ "cluster": cluster, "host": q.host, "host_definition": host_def, "checks": list })))
 }
 
 /// A passive result as JSON; `status` is the plugin return code.

@@ -53,6 +53,7 @@ pub mod api;
 pub mod bench;
 pub mod db;
 pub mod defs;
+pub mod hosts;
 pub mod plugin;
 pub mod table;
 
@@ -297,6 +298,8 @@ pub struct EngineConfig {
     /// Set by the server once storage is open; without it, aggregate checks use the
     /// latest value.
     pub store: Option<SeriesStore>,
+    /// `[[host]]`: agent-less hosts and parents.
+    pub hosts: hosts::HostDefs,
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -346,6 +349,8 @@ pub fn start(
         cfg.store.is_some(),
         now_secs(),
     );
+    let mut table = table;
+    table.set_hosts(cfg.hosts);
     let table = Arc::new(Mutex::new(table));
     let (tx, rx) = mpsc::channel(RESULT_QUEUE);
     let handle = EngineHandle {
@@ -731,7 +736,16 @@ impl EngineHandle {
 
     /// The effective checks of a host with where each setting came from.
     pub fn effective(&self, cluster: &str, host: &str) -> Vec<Arc<Effective>> {
-        lock(&self.table).ctx.defs.for_host(cluster, host)
+        let t = lock(&self.table);
+        let agentless = t.hosts.get(cluster).and_then(|m| m.get(host)).is_some_and(|e| e.agentless);
+        let mut list = t.ctx.defs.for_host(cluster, host);
+        list.retain(|d| !(agentless && matches!(d.kind, defs::Kind::Metric { .. })));
+        list
+    }
+
+    /// The `[[host]]` table of a host, by name (in any cluster).
+    pub fn host_def(&self, host: &str) -> Option<Arc<hosts::HostDef>> {
+        lock(&self.table).ctx.host_defs.hosts.values().find(|d| d.name == host).cloned()
     }
 
     /// Downtimes with their next window and whether they are in effect.

@@ -34,6 +34,7 @@ use tokio::sync::broadcast;
 
 use super::db::{self, HistoryRow, SavedCheck};
 use super::defs::{Aggregate, Defs, Effective, Kind};
+use super::hosts::{HostDef, HostDefs};
 use super::{
     CheckEvent, CheckEventKind, CheckView, Comment, CommentSource, ControlError, EngineStats, PassiveResult,
     Suppression,
@@ -209,6 +210,40 @@ pub struct HostEntry {
     pub next_due: i64,
     /// Tick generation that last saw the host in the collector's table.
     seen: u64,
+    /// Its `[[host]]` table, if it has one.
+    pub def: Option<Arc<HostDef>>,
+    /// No agent: metric checks do not apply; liveness comes from `check_command` or
+    /// passive results.
+    pub agentless: bool,
+    /// The host check's plugin is running.
+    pub host_running: bool,
+    /// A DOWN result waits until this time for a parent to be checked again, so the
+    /// host is not called DOWN when its parent is what failed.
+    pub defer_until: Option<i64>,
+}
+
+/// What the tick knows about a parent host.
+#[derive(Debug, Clone)]
+struct ParentSnap {
+    up: bool,
+    /// A configured host, UP by a check older than [`PARENT_FRESH_SECS`]: check it again
+    /// before trusting it.
+    verify: Option<(String, String)>,
+}
+
+/// A parent checked within this many seconds is trusted as it is.
+const PARENT_FRESH_SECS: i64 = 5;
+
+/// How long a child's DOWN waits at most for its parents' checks.
+const PARENT_WAIT_SECS: i64 = 30;
+
+/// Where a host's liveness comes from.
+#[derive(Clone, Copy)]
+enum Liveness<'a> {
+    /// The agent's: up or silent past `host_timeout`.
+    Agent(bool),
+    /// A `[[host]]` without an agent.
+    Configured(&'a HostDef),
 }
 
 /// A plugin to start: which check, the command, its deadline.
@@ -271,6 +306,11 @@ pub struct Ctx {
     /// Whether aggregate checks read stored history (`false` without a store: they use
     /// the latest value, as in tests).
     stored_history: bool,
+    pub host_defs: HostDefs,
+    /// Parent name → its state at the start of the tick.
+    parents_now: HashMap<String, ParentSnap>,
+    /// Configured hosts to check at once (parents of a host that went down).
+    recheck: Vec<(String, String)>,
 }
 
 /// The whole table.
@@ -279,6 +319,9 @@ pub struct Table {
     pub hosts: HashMap<String, HashMap<String, HostEntry>>,
     pub ctx: Ctx,
     generation: u64,
+    /// `[[host]]` hosts without an agent, each with a `Host` value so they take the same
+    /// paths as agent hosts.
+    configured: Vec<(Arc<HostDef>, Host)>,
 }
 
 /// Host checks: agent liveness is already debounced by `host_timeout`, so a result is
@@ -296,9 +339,12 @@ fn spread(parts: &[&str], interval_secs: u64) -> i64 {
     (h.finish() % window) as i64
 }
 
-/// First usable IP address of a host for `$HOSTADDRESS$`: an address the agent reported,
-/// else the address its connection came from, else its name.
-fn host_address(h: &Host) -> String {
+/// `$HOSTADDRESS$`: the configured address, else the first IP address the agent
+/// reported, else the address its connection came from, else its name.
+fn host_address(h: &Host, def: Option<&HostDef>) -> String {
+    if let Some(a) = def.and_then(|d| d.address.clone()) {
+        return a;
+    }
     h.facts
         .addresses
         .iter()
@@ -403,6 +449,9 @@ impl Table {
             events,
             stats,
             stored_history,
+            host_defs: HostDefs::default(),
+            parents_now: HashMap::new(),
+            recheck: Vec::new(),
         };
         for (id, spec, state) in restored {
             match Downtime::restore(id, spec, state) {
@@ -416,7 +465,50 @@ impl Table {
             }
         }
         ctx.refresh_downtime_cache(now);
-        Table { hosts: HashMap::new(), ctx, generation: 0 }
+        Table { hosts: HashMap::new(), ctx, generation: 0, configured: Vec::new() }
+    }
+
+    /// Takes the `[[host]]` definitions: agent-less hosts get their checks at the next
+    /// tick; parents apply to every host.
+    pub fn set_hosts(&mut self, defs: HostDefs) {
+        self.configured = defs
+            .hosts
+            .values()
+            .map(|d| {
+                let mut h = Host::new(&d.cluster, &d.name, String::new());
+                h.interval_secs = 0;
+                (d.clone(), h)
+            })
+            .collect();
+        self.ctx.host_defs = defs;
+    }
+
+    /// The state of every parent host, as the tick starts.
+    fn snapshot_parents(&mut self, state: &State, now: i64) {
+        self.ctx.parents_now.clear();
+        if self.ctx.host_defs.parents.is_empty() {
+            return;
+        }
+        let at = Instant::now();
+        for name in self.ctx.host_defs.parent_names() {
+            // An agent's liveness is known now; the table may apply it later this tick.
+            let snap = if let Some(up) = state.is_up_by_name(name, at) {
+                Some(ParentSnap { up, verify: None })
+            } else {
+                self.hosts.iter().find_map(|(c, m)| {
+                    let e = m.get(name)?;
+                    let up = e.check.status.state == HostState::Up;
+                    let checked = e.check.status.last_check.unwrap_or(i64::MIN);
+                    let active = e.def.as_ref().is_some_and(|d| d.check.is_some());
+                    let verify = (up && active && now.saturating_sub(checked) > PARENT_FRESH_SECS)
+                        .then(|| (c.clone(), name.to_owned()));
+                    Some(ParentSnap { up, verify })
+                })
+            };
+            if let Some(snap) = snap {
+                self.ctx.parents_now.insert(name.to_owned(), snap);
+            }
+        }
     }
 
     /// Number of service checks.
@@ -436,26 +528,32 @@ impl Table {
         ctx.refresh_downtime_cache(now);
         let mut out = TickOutcome::default();
         let mut batch = db::Batch::default();
-        let hosts = &mut self.hosts;
-        state.visit_hosts(Instant::now(), |h, up| {
+        self.snapshot_parents(state, now);
+        let (ctx, hosts) = (&mut self.ctx, &mut self.hosts);
+        let mut visit = |h: &Host, live: Liveness<'_>| {
             if !hosts.contains_key(&h.cluster) {
                 hosts.insert(h.cluster.clone(), HashMap::new());
             }
             let cluster_map = hosts.get_mut(&h.cluster).expect("inserted above");
             if !cluster_map.contains_key(&h.name) {
-                let entry = ctx.new_entry(&h.cluster, &h.name, now);
+                let agentless = matches!(live, Liveness::Configured(_));
+                let entry = ctx.new_entry(&h.cluster, &h.name, agentless, now);
                 cluster_map.insert(h.name.clone(), entry);
             }
             let entry = cluster_map.get_mut(&h.name).expect("inserted above");
             entry.seen = generation;
-            ctx.host_check(h, up, entry, now);
+            match live {
+                Liveness::Agent(up) => ctx.host_check(h, up, entry, now),
+                Liveness::Configured(def) => ctx.schedule_host_check(h, def, entry, now, &mut out),
+            }
             let host_up = entry.check.status.state == HostState::Up;
             if now >= entry.next_due {
                 let mut address = None;
                 let mut next_due = i64::MAX;
+                let def = entry.def.clone();
                 for inst in entry.services.iter_mut() {
                     if !inst.running && inst.next_check <= now {
-                        ctx.evaluate(h, host_up, inst, now, &mut address, &mut out);
+                        ctx.evaluate(h, def.as_deref(), host_up, inst, now, &mut address, &mut out);
                     }
                     if write_room && inst.obj.due(now) {
                         batch.services.push(db::ServiceRow::of(&h.cluster, &h.name, inst));
@@ -474,15 +572,30 @@ impl Table {
                 entry.check.dirty = Dirty::Clean;
                 entry.check.written_at = now;
             }
-        });
+        };
+        state.visit_hosts(Instant::now(), |h, up| visit(h, Liveness::Agent(up)));
+        for (def, h) in &self.configured {
+            // A host whose agent reports is the agent's.
+            if !state.has_host(&def.cluster, &def.name) {
+                visit(h, Liveness::Configured(def));
+            }
+        }
+        // Parents to check now, for hosts whose DOWN waits on them.
+        for (c, name) in std::mem::take(&mut ctx.recheck) {
+            if let Some(e) = hosts.get_mut(&c).and_then(|m| m.get_mut(&name)) {
+                if !e.host_running {
+                    e.host_next_check = e.host_next_check.min(now + 1);
+                }
+            }
+        }
         // Hosts the collector forgot (host_expire) take their checks with them; their rows
         // stay in the database and are resumed if the host comes back after a restart.
-        for m in hosts.values_mut() {
+        for m in self.hosts.values_mut() {
             m.retain(|_, e| e.seen == generation);
         }
-        hosts.retain(|_, m| !m.is_empty());
+        self.hosts.retain(|_, m| !m.is_empty());
         if write_room {
-            ctx.drain_into(&mut batch);
+            self.ctx.drain_into(&mut batch);
             if !batch.is_empty() {
                 out.batch = Some(batch);
             }
@@ -513,6 +626,11 @@ impl Table {
 
     /// Applies a plugin's result.
     pub fn apply_active(&mut self, job: &ActiveJob, run: super::plugin::PluginRun) {
+        self.apply_active_at(job, run, super::now_secs());
+    }
+
+    /// [`Table::apply_active`] at a given time.
+    pub fn apply_active_at(&mut self, job: &ActiveJob, run: super::plugin::PluginRun, now: i64) {
         let stats = self.ctx.stats.clone();
         stats.plugins_run.fetch_add(1, Ordering::Relaxed);
         if run.timed_out {
@@ -523,6 +641,24 @@ impl Table {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if job.service.is_empty() {
+            entry.host_running = false;
+            let mut output = run.output;
+            if let Some(code) = run.exit_code.filter(|c| !(0..=3).contains(c)) {
+                output.output = cplugin::out_of_bounds_output(i64::from(code), &job.host, None);
+            }
+            // Nagios' host check mapping: OK and WARNING are UP, anything else DOWN.
+            let result = match run.state {
+                ServiceState::Ok | ServiceState::Warning => Some(HostState::Up),
+                ServiceState::Critical | ServiceState::Unknown => self.ctx.failed_state(&job.host, entry, now),
+            };
+            match result {
+                Some(r) => self.ctx.apply_host(&job.cluster, &job.host, entry, r, output, now),
+                // Waiting on a parent: check this host again right after.
+                None => entry.host_next_check = now + 1,
+            }
+            return;
+        }
         let host_up = entry.check.status.state == HostState::Up;
         let Ok(i) = entry.services.binary_search_by(|s| s.def.name.as_str().cmp(&job.service)) else {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -535,7 +671,6 @@ impl Table {
         if let Some(code) = run.exit_code.filter(|c| !(0..=3).contains(c)) {
             output.output = cplugin::out_of_bounds_output(i64::from(code), &job.host, Some(&job.service));
         }
-        let now = super::now_secs();
         self.ctx.apply_service(&job.cluster, &job.host, host_up, inst, run.state, output, now, true, Dirty::Lazy);
     }
 
@@ -888,7 +1023,7 @@ fn not_found(host: &str, service: Option<&str>) -> String {
 }
 
 impl Ctx {
-    fn new_entry(&mut self, cluster: &str, host: &str, now: i64) -> HostEntry {
+    fn new_entry(&mut self, cluster: &str, host: &str, agentless: bool, now: i64) -> HostEntry {
         let hk = (cluster.to_owned(), host.to_owned());
         let check = match self.saved.hosts.remove(&hk) {
             Some(s) => Obj {
@@ -906,6 +1041,8 @@ impl Ctx {
             .defs
             .for_host(cluster, host)
             .into_iter()
+            // Metric checks read an agent's metrics; a host without one has none.
+            .filter(|def| !(agentless && matches!(def.kind, Kind::Metric { .. })))
             .map(|def| {
                 let key = (cluster.to_owned(), host.to_owned(), def.name.clone());
                 let saved: Option<SavedCheck> = self.saved.checks.remove(&key);
@@ -943,7 +1080,125 @@ impl Ctx {
                 }
             })
             .collect();
-        HostEntry { check, host_next_check: now, last_up: None, services, next_due: now, seen: 0 }
+        let def = self.host_defs.hosts.get(&(cluster.to_owned(), host.to_owned())).cloned();
+        let host_next_check = now
+            + def
+                .as_ref()
+                .and_then(|d| d.check.as_ref())
+                .map_or(0, |c| spread(&[cluster, host], c.settings.check_interval_secs));
+        HostEntry {
+            check,
+            host_next_check,
+            last_up: None,
+            services,
+            next_due: now,
+            seen: 0,
+            def,
+            agentless,
+            host_running: false,
+            defer_until: None,
+        }
+    }
+
+    /// Whether a host that is not UP is UNREACHABLE rather than DOWN: it has parents,
+    /// each known, and none of them is UP (Nagios' reachability logic). `Err` lists
+    /// parents that are UP by an old check and must be checked again first.
+    fn unreachable(&self, host: &str) -> Result<bool, Vec<(String, String)>> {
+        let Some(parents) = self.host_defs.parents.get(host) else { return Ok(false) };
+        let snaps: Vec<Option<&ParentSnap>> = parents.iter().map(|p| self.parents_now.get(p)).collect();
+        let verify: Vec<(String, String)> = snaps.iter().flatten().filter_map(|s| s.verify.clone()).collect();
+        if !verify.is_empty() {
+            return Err(verify);
+        }
+        // An unknown parent counts as reachable: better a DOWN page than a hidden one.
+        Ok(snaps.iter().all(|s| s.is_some_and(|s| !s.up)))
+    }
+
+    /// DOWN or UNREACHABLE for a host that failed; `None` while the answer waits for a
+    /// parent's check (at most [`PARENT_WAIT_SECS`]).
+    fn failed_state(&mut self, host: &str, entry: &mut HostEntry, now: i64) -> Option<HostState> {
+        match self.unreachable(host) {
+            Ok(unreachable) => {
+                entry.defer_until = None;
+                Some(if unreachable { HostState::Unreachable } else { HostState::Down })
+            }
+            Err(verify) => {
+                let until = *entry.defer_until.get_or_insert(now + PARENT_WAIT_SECS);
+                if now >= until {
+                    entry.defer_until = None;
+                    return Some(HostState::Down);
+                }
+                self.recheck.extend(verify);
+                None
+            }
+        }
+    }
+
+    /// Starts the host check of a configured host when it is due.
+    fn schedule_host_check(&mut self, h: &Host, def: &HostDef, entry: &mut HostEntry, now: i64, out: &mut TickOutcome) {
+        let Some(check) = &def.check else { return };
+        if entry.host_running || now < entry.host_next_check {
+            return;
+        }
+        let address = host_address(h, Some(def));
+        match self.command_job(h, &address, &check.command, &def.macros, "", check.timeout) {
+            Ok(job) => {
+                entry.host_running = true;
+                out.active.push(job);
+            }
+            Err(e) => {
+                // Checked at configuration time; a macro may still expand badly.
+                let out = PluginOutput { output: format!("(Bad host check command: {e})"), ..Default::default() };
+                self.apply_host(&h.cluster, &h.name, entry, HostState::Down, out, now);
+            }
+        }
+    }
+
+    /// The plugin job for a command line of a host's check or one of its services.
+    fn command_job(
+        &self,
+        h: &Host,
+        address: &str,
+        command: &str,
+        macros: &BTreeMap<String, String>,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<ActiveJob, String> {
+        let line = expand(
+            command,
+            &[
+                ("$HOSTNAME$", &h.name),
+                ("$HOSTADDRESS$", address),
+                ("$SERVICEDESC$", service),
+                ("$CLUSTER$", &h.cluster),
+            ],
+            macros,
+        );
+        let mut argv = super::plugin::split_command(&line)?;
+        if !argv[0].contains('/') {
+            argv[0] = self.plugin_dir.join(&argv[0]).to_string_lossy().into_owned();
+        }
+        Ok(ActiveJob { cluster: h.cluster.clone(), host: h.name.clone(), service: service.to_owned(), argv, timeout })
+    }
+
+    /// Applies a configured host's check result (after reachability).
+    fn apply_host(
+        &mut self,
+        cluster: &str,
+        host: &str,
+        entry: &mut HostEntry,
+        result: HostState,
+        out: PluginOutput,
+        now: i64,
+    ) {
+        let settings = entry.def.as_ref().and_then(|d| d.check.as_ref()).map_or(HOST_SETTINGS, |c| c.settings);
+        let t = entry.check.status.apply(&settings, result, now, ResultContext { host_up: true, force_hard: false });
+        entry.host_next_check = t.next_check;
+        if t.state_change {
+            tracing::info!(%cluster, %host, state = %t.state, "Host state changed.");
+        }
+        let flap = self.defs.defaults().flap;
+        self.after_result(cluster, host, None, &mut entry.check, &t, flap, now, Output::Text(out), Dirty::Lazy);
     }
 
     /// Host check: agent liveness. Applied when liveness changed and once per host check
@@ -952,15 +1207,26 @@ impl Ctx {
         if entry.last_up == Some(up) && now < entry.host_next_check {
             return;
         }
+        let result = if up {
+            entry.defer_until = None;
+            HostState::Up
+        } else {
+            match self.failed_state(&h.name, entry, now) {
+                Some(s) => s,
+                // Asked again next tick: `last_up` stays as it was.
+                None => return,
+            }
+        };
         entry.last_up = Some(up);
         entry.host_next_check = now + self.host_check_interval;
-        let result = if up { HostState::Up } else { HostState::Down };
         let t = entry.check.status.apply(&HOST_SETTINGS, result, now, ResultContext::default());
         let silent = (now_ms() - h.last_seen_ms).max(0) as f64 / 1000.0;
-        let output = if up {
-            format!("UP - agent reported {silent:.0} s ago")
-        } else {
-            format!("DOWN - no data from the agent for {silent:.0} s")
+        let output = match result {
+            HostState::Up => format!("UP - agent reported {silent:.0} s ago"),
+            HostState::Down => format!("DOWN - no data from the agent for {silent:.0} s"),
+            HostState::Unreachable => {
+                format!("UNREACHABLE - no data from the agent for {silent:.0} s, and no parent is UP")
+            }
         };
         if t.state_change {
             tracing::info!(cluster = %h.cluster, host = %h.name, state = %t.state, "Host state changed.");
@@ -972,9 +1238,11 @@ impl Ctx {
 
     /// Evaluates a due check: metric checks and freshness at once, active checks by
     /// queueing their plugin.
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &mut self,
         h: &Host,
+        hdef: Option<&HostDef>,
         host_up: bool,
         inst: &mut Instance,
         now: i64,
@@ -1013,30 +1281,20 @@ impl Ctx {
                 self.apply_metric(&h.cluster, &h.name, host_up, inst, value, now);
             }
             Kind::Active { command, macros, timeout } => {
-                let address = address.get_or_insert_with(|| host_address(h));
-                let line = expand(
-                    command,
-                    &[
-                        ("$HOSTNAME$", &h.name),
-                        ("$HOSTADDRESS$", address),
-                        ("$SERVICEDESC$", &def.name),
-                        ("$CLUSTER$", &h.cluster),
-                    ],
-                    macros,
-                );
-                match super::plugin::split_command(&line) {
-                    Ok(mut argv) => {
-                        if !argv[0].contains('/') {
-                            argv[0] = self.plugin_dir.join(&argv[0]).to_string_lossy().into_owned();
-                        }
+                let address = address.get_or_insert_with(|| host_address(h, hdef));
+                // The service's macros win over the host's.
+                let merged;
+                let macros = match hdef {
+                    Some(d) if !d.macros.is_empty() => {
+                        merged = d.macros.iter().chain(macros).map(|(k, v)| (k.clone(), v.clone())).collect();
+                        &merged
+                    }
+                    _ => macros,
+                };
+                match self.command_job(h, address, command, macros, &def.name, *timeout) {
+                    Ok(job) => {
                         inst.running = true;
-                        out.active.push(ActiveJob {
-                            cluster: h.cluster.clone(),
-                            host: h.name.clone(),
-                            service: def.name.clone(),
-                            argv,
-                            timeout: *timeout,
-                        });
+                        out.active.push(job);
                     }
                     Err(e) => {
                         let out = PluginOutput { output: format!("(Bad check command: {e})"), ..Default::default() };

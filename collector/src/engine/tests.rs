@@ -39,6 +39,7 @@ pub(crate) async fn engine_with_host(host: &str, passive: &[&str]) -> (EngineHan
         timeout_state: ServiceState::Critical,
         host_check_interval_secs: 60,
         store: None,
+        hosts: hosts::HostDefs::default(),
     };
     let (engine, _task) = start(cfg, state, CancellationToken::new()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -445,4 +446,197 @@ fn a_pattern_takes_no_ratio_or_aggregate() {
     };
     let err = Defs::build(vec![], vec![bad], false, ChecksDefaults::default()).unwrap_err();
     assert!(format!("{err:?}").contains("pattern"), "{err:?}");
+}
+
+fn host_defs(text: &str) -> hosts::HostDefs {
+    #[derive(serde::Deserialize)]
+    struct F {
+        host: Vec<hosts::RawHost>,
+    }
+    let f: F = toml::from_str(text).unwrap();
+    let d = hosts::HostDefaults {
+        settings: ganglion_checks::state::StateSettings {
+            max_check_attempts: 2,
+            check_interval_secs: 60,
+            retry_interval_secs: 10,
+        },
+        timeout: Duration::from_secs(10),
+    };
+    hosts::HostDefs::build(f.host, d).unwrap()
+}
+
+fn plugin_run(state: ServiceState, output: &str) -> plugin::PluginRun {
+    plugin::PluginRun {
+        state,
+        exit_code: Some(state.as_code() as i32),
+        output: ganglion_checks::plugin::parse_output(output),
+        duration: Duration::from_millis(5),
+        timed_out: false,
+    }
+}
+
+fn host_state(t: &Table, host: &str) -> String {
+    t.views(T0).into_iter().find(|v| v.host == host && v.service.is_empty()).map(|v| v.state).unwrap_or_default()
+}
+
+/// Makes an agent host silent for two minutes (past four 15 s intervals).
+fn silence(state: &State, cluster: &str, host: &str) {
+    let h = state.host(cluster, host, "127.0.0.1:1".into());
+    lock(&h).last_seen = Instant::now() - Duration::from_secs(120);
+}
+
+#[test]
+fn agentless_hosts_get_host_checks_and_passive_results_but_no_metric_checks() {
+    let state = State::new(clusters());
+    let services = vec![
+        RawService {
+            name: "load".into(),
+            metric: Some("load".into()),
+            critical: Some("10".into()),
+            ..Default::default()
+        },
+        passive("backup", 1),
+    ];
+    let defs = Defs::build(vec![], services, false, ChecksDefaults::default()).unwrap();
+    let (tx, mut rx) = broadcast::channel(1024);
+    let mut t =
+        Table::new(defs, "/plugins".into(), 60, db::Saved::default(), tx, Arc::new(EngineStats::default()), false, T0);
+    t.set_hosts(host_defs(
+        r#"
+[[host]]
+name = "sw1"
+cluster = "net"
+address = "192.0.2.7"
+check_command = "check_ping -H $HOSTADDRESS$ -w 100,20% -c 500,60%"
+[[host]]
+name = "nas"
+cluster = "net"
+"#,
+    ));
+    // The first check of a configured host starts within its spread window.
+    let mut jobs = Vec::new();
+    for s in 0..=15 {
+        jobs.extend(t.tick(&state, T0 + s, true).active);
+    }
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = &jobs[0];
+    assert_eq!((job.host.as_str(), job.service.as_str()), ("sw1", ""));
+    assert_eq!(job.argv[0], "/plugins/check_ping");
+    assert_eq!(job.argv[2], "192.0.2.7", "$HOSTADDRESS$ is the configured address");
+    let names: Vec<String> = t.views(T0).iter().filter(|v| v.host == "sw1").map(|v| v.service.clone()).collect();
+    assert_eq!(names, vec!["".to_owned(), "backup".to_owned()], "no metric check without an agent");
+    // Two attempts: SOFT DOWN, then HARD DOWN.
+    t.apply_active(job, plugin_run(ServiceState::Critical, "PING CRITICAL - Packet loss = 100%"));
+    assert_eq!(host_state(&t, "sw1"), "DOWN");
+    let v = t.views(T0).into_iter().find(|v| v.host == "sw1" && v.service.is_empty()).unwrap();
+    assert_eq!((v.state_type.as_str(), v.attempt), ("SOFT", 1));
+    t.apply_active(job, plugin_run(ServiceState::Critical, "PING CRITICAL - Packet loss = 100%"));
+    let v = t.views(T0).into_iter().find(|v| v.host == "sw1" && v.service.is_empty()).unwrap();
+    assert_eq!((v.state_type.as_str(), v.output.as_str()), ("HARD", "PING CRITICAL - Packet loss = 100%"));
+    t.apply_active(job, plugin_run(ServiceState::Warning, "PING WARNING - rta 150 ms"));
+    assert_eq!(host_state(&t, "sw1"), "UP", "WARNING from a host check is UP, as Nagios has it");
+    // A host with neither agent nor command takes passive results.
+    let r = PassiveResult { host: "nas".into(), service: String::new(), code: 1, output: "down".into(), time: T0 + 20 };
+    t.apply_passive(r, T0 + 20).unwrap();
+    assert_eq!(host_state(&t, "nas"), "DOWN");
+    let r =
+        PassiveResult { host: "nas".into(), service: "backup".into(), code: 2, output: "failed".into(), time: T0 + 20 };
+    t.apply_passive(r, T0 + 20).unwrap();
+    while rx.try_recv().is_ok() {}
+}
+
+#[test]
+fn a_host_behind_a_failed_parent_is_unreachable_not_down() {
+    let t0 = T0;
+    let state = State::new(clusters());
+    state.host("c", "web1", "127.0.0.1:1".into());
+    state.host("c", "web2", "127.0.0.1:1".into());
+    let defs = Defs::build(vec![], vec![], false, ChecksDefaults::default()).unwrap();
+    let (tx, mut rx) = broadcast::channel(1024);
+    let mut t =
+        Table::new(defs, "/plugins".into(), 60, db::Saved::default(), tx, Arc::new(EngineStats::default()), false, t0);
+    t.set_hosts(host_defs(
+        r#"
+[[host]]
+name = "sw1"
+cluster = "net"
+check_command = "check_ping -H $HOSTADDRESS$"
+max_check_attempts = 1
+[[host]]
+name = "web1"
+cluster = "c"
+parents = ["sw1"]
+"#,
+    ));
+    let mut job = None;
+    for s in 0..=15 {
+        job = job.or(t.tick(&state, t0 + s, true).active.pop());
+    }
+    let job = job.expect("the switch is checked");
+    t.apply_active_at(&job, plugin_run(ServiceState::Ok, "PING OK"), t0 + 15);
+    assert_eq!(host_state(&t, "sw1"), "UP");
+    while rx.try_recv().is_ok() {}
+
+    // Both agents fall silent; the switch was last checked long ago, so it is checked
+    // again before web1 is called anything.
+    silence(&state, "c", "web1");
+    silence(&state, "c", "web2");
+    // Within the switch's check interval, so only a recheck would check it.
+    let now = t0 + 30;
+    assert!(t.tick(&state, now, true).active.is_empty());
+    assert_eq!(host_state(&t, "web1"), "UP", "waits for the parent's check");
+    assert_eq!(host_state(&t, "web2"), "DOWN", "no parents: DOWN at once");
+    let again = t.tick(&state, now + 1, true).active;
+    assert_eq!(again.len(), 1, "the parent is checked now: {again:?}");
+    t.apply_active_at(&again[0], plugin_run(ServiceState::Critical, "PING CRITICAL - Packet loss = 100%"), now + 1);
+    assert_eq!(host_state(&t, "sw1"), "DOWN");
+    t.tick(&state, now + 2, true);
+    assert_eq!(host_state(&t, "web1"), "UNREACHABLE");
+    let web1: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        .filter(|e| e.host == "web1")
+        .filter_map(|e| match e.kind {
+            CheckEventKind::State { state, .. } => Some(state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(web1, vec!["UNREACHABLE".to_owned()], "web1 never went DOWN");
+
+    // The switch comes back; web1 still silent: DOWN at its next host check.
+    t.apply_active_at(&again[0], plugin_run(ServiceState::Ok, "PING OK"), now + 3);
+    t.tick(&state, now + 3, true);
+    assert_eq!(host_state(&t, "web1"), "UNREACHABLE", "given a host check interval to come back");
+    // By then the switch's UP is a minute old: it is checked again first.
+    let jobs = t.tick(&state, now + 2 + 61, true).active;
+    assert_eq!(host_state(&t, "web1"), "UNREACHABLE");
+    let sw = jobs.iter().find(|j| j.host == "sw1").expect("the switch is checked again");
+    t.apply_active_at(sw, plugin_run(ServiceState::Ok, "PING OK"), now + 2 + 61);
+    t.tick(&state, now + 2 + 62, true);
+    assert_eq!(host_state(&t, "web1"), "DOWN");
+}
+
+#[test]
+fn a_parent_that_is_never_checked_again_holds_its_child_for_a_bounded_time() {
+    let t0 = T0;
+    let state = State::new(clusters());
+    state.host("c", "web1", "127.0.0.1:1".into());
+    let defs = Defs::build(vec![], vec![], false, ChecksDefaults::default()).unwrap();
+    let (tx, _rx) = broadcast::channel(1024);
+    let mut t =
+        Table::new(defs, "/plugins".into(), 60, db::Saved::default(), tx, Arc::new(EngineStats::default()), false, t0);
+    t.set_hosts(host_defs(
+        "[[host]]\nname = \"sw1\"\ncluster = \"net\"\ncheck_command = \"check_ping\"\n[[host]]\nname = \"web1\"\ncluster = \"c\"\nparents = [\"sw1\"]\n",
+    ));
+    let mut job = None;
+    for s in 0..=15 {
+        job = job.or(t.tick(&state, t0 + s, true).active.pop());
+    }
+    t.apply_active_at(&job.unwrap(), plugin_run(ServiceState::Ok, "PING OK"), t0 + 15);
+    silence(&state, "c", "web1");
+    // The parent's plugin never reports back (it hangs until its timeout elsewhere).
+    for s in 0..30 {
+        t.tick(&state, t0 + 100 + s, true);
+        assert_eq!(host_state(&t, "web1"), "UP");
+    }
+    t.tick(&state, t0 + 130, true);
+    assert_eq!(host_state(&t, "web1"), "DOWN");
 }

@@ -302,3 +302,91 @@ admin_token = "{TOKEN}"
         "{closed}"
     );
 }
+
+/// Hosts without an agent (a switch checked by `check_tcp`, a box that only sends passive
+/// results) and parents: when the switch fails, the agent host behind it goes
+/// UNREACHABLE, never DOWN, as Nagios' reachability logic has it.
+#[test]
+fn agentless_hosts_and_parents_make_hosts_behind_a_failed_switch_unreachable() {
+    require_plugin("check_tcp");
+    let dir = tempfile::tempdir().unwrap();
+    let switch = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = switch.local_addr().unwrap().port();
+    let extra = format!(
+        r#"
+[hosts]
+host_timeout_secs = 3
+
+[checks]
+default_pack = false
+check_interval_secs = 1
+retry_interval_secs = 1
+max_check_attempts = 1
+
+[[host]]
+name = "sw1"
+cluster = "net"
+address = "127.0.0.1"
+check_command = "check_tcp -H $HOSTADDRESS$ -p {port} -t 1"
+check_interval_secs = 1
+max_check_attempts = 1
+
+[[host]]
+name = "nas"
+cluster = "net"
+
+[[host]]
+name = "web1"
+cluster = "{cluster}"
+parents = ["sw1"]
+
+[[service]]
+name = "backup"
+passive = true
+max_check_attempts = 1
+
+[api]
+admin_token = "{TOKEN}"
+"#,
+        cluster = ganglion_tests::CLUSTER
+    );
+    let c = Collector::start(dir.path(), &extra);
+    let mut agent = Agent::start(dir.path(), "web1", &[&c.ingest], 1, "");
+    let host_state = |h: &str| state_of(&c, h, "").map(|(s, _)| s);
+    wait_for(Duration::from_secs(20), "sw1 UP by its check_tcp", &[&c.proc], || {
+        (host_state("sw1")? == "UP").then_some(())
+    });
+    wait_for(Duration::from_secs(20), "web1 UP", &[&c.proc, &agent.proc], || {
+        (host_state("web1")? == "UP").then_some(())
+    });
+    let status = c.get("/api/v1/status").unwrap();
+    assert!(check(&status, "sw1", "backup").is_some(), "passive services apply to agent-less hosts");
+
+    // The switch fails, then the host behind it falls silent.
+    drop(switch);
+    wait_for(Duration::from_secs(20), "sw1 DOWN", &[&c.proc], || (host_state("sw1")? == "DOWN").then_some(()));
+    agent.proc.kill9();
+    wait_for(Duration::from_secs(20), "web1 UNREACHABLE", &[&c.proc], || {
+        (host_state("web1")? == "UNREACHABLE").then_some(())
+    });
+    let history = c.get("/api/v1/history?host=web1").unwrap();
+    let states: Vec<&str> =
+        history.as_array().unwrap().iter().filter(|r| r["service"] == "").filter_map(|r| r["state"].as_str()).collect();
+    assert!(!states.contains(&"DOWN"), "web1 was never DOWN: {history}");
+
+    // A host with neither agent nor command takes passive host and service results.
+    let (code, body) =
+        post(&c, "/api/v1/results", &serde_json::json!({"host": "nas", "status": 1, "output": "DOWN - no ping"}));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = post(
+        &c,
+        "/api/v1/results",
+        &serde_json::json!({"host": "nas", "service": "backup", "status": 2, "output": "backup failed"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_for(Duration::from_secs(10), "nas DOWN", &[&c.proc], || (host_state("nas")? == "DOWN").then_some(()));
+    assert_eq!(state_of(&c, "nas", "backup"), Some(("CRITICAL".to_owned(), "HARD".to_owned())));
+
+    let listing = cli(&c, &["checks", "list", "--host", "sw1"]);
+    assert!(listing.contains("from [[host]]") && listing.contains("check_tcp"), "{listing}");
+}
