@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use ganglion_proto::msg::MetricKind;
-use ganglion_store::engine::{DsKind, SeriesKey, Store, Ticket, Update};
+use ganglion_store::engine::{DsKind, SeriesId, SeriesKey, Store, Ticket, WriteError};
 
 use crate::durable::DurableHandle;
 use crate::state::{lock, now_ms, Host, SeqStats, State};
@@ -327,7 +327,7 @@ async fn batches(
         let ack = Ack { run: batch.run, seq: batch.seq };
         let ticket = match apply(&batch, host, ids, peer, ctx) {
             // Acknowledged means in the journal: the ack waits for the group commit.
-            Some((updates, undo)) => match ctx.store.append(&updates) {
+            Some((samples, undo)) => match store(samples, host, peer, ctx) {
                 Ok(ticket) => ticket,
                 Err(e) => {
                     // Not acknowledged, and the sequence bookkeeping forgets the batch, so
@@ -359,6 +359,57 @@ async fn batches(
             next_ack = Some((ticket, ack));
         }
     }
+}
+
+/// Appends a batch's samples by series id. A series removed since its id was cached
+/// (host expiry racing a reconnect) refuses the batch; its slots resolve again and the
+/// batch is retried, so no sample is lost to a stale id.
+fn store(mut samples: Samples, host: &Arc<Mutex<Host>>, peer: SocketAddr, ctx: &IngestContext) -> Result<Ticket, WriteError> {
+    loop {
+        match ctx.store.try_append_ids(&samples.ids) {
+            Err(WriteError::Stale(stale)) => {
+                let mut h = lock(host);
+                for &k in &stale {
+                    h.slots[samples.slots[k]].series = None;
+                }
+                let mut keep = 0;
+                for k in 0..samples.ids.len() {
+                    let i = samples.slots[k];
+                    if let Some(id) = series_of(&mut h, i, peer, ctx) {
+                        samples.ids[keep] = (id, samples.ids[k].1, samples.ids[k].2);
+                        samples.slots[keep] = i;
+                        keep += 1;
+                    }
+                }
+                samples.ids.truncate(keep);
+                samples.slots.truncate(keep);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The storage id of slot `i`, resolved (and cached) on first use; `None` when the
+/// store refuses the series (logged and counted once).
+fn series_of(h: &mut Host, i: usize, peer: SocketAddr, ctx: &IngestContext) -> Option<SeriesId> {
+    if let Some(id) = h.slots[i].series {
+        return id;
+    }
+    let meta = &h.slots[i].meta;
+    let key = SeriesKey::new(&h.cluster, &h.name, &meta.name);
+    let id = ctx.store.series_id(&key, ds_kind(meta.kind));
+    if id.is_none() {
+        let m = format!("metric {} cannot be stored: its series has another kind", meta.name);
+        ctx.stats.reject(Reason::BadSample, peer, &m);
+    }
+    h.slots[i].series = Some(id);
+    id
+}
+
+/// Samples to store, with the host slot each came from.
+struct Samples {
+    ids: Vec<(SeriesId, i64, f64)>,
+    slots: Vec<usize>,
 }
 
 type DurableWait = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
@@ -419,7 +470,7 @@ fn apply(
     ids: &mut Vec<Option<usize>>,
     peer: SocketAddr,
     ctx: &IngestContext,
-) -> Option<(Vec<Update>, SeqStats)> {
+) -> Option<(Samples, SeqStats)> {
     let now = now_ms();
     let mut h = lock(host);
     h.last_seen = Instant::now();
@@ -448,13 +499,15 @@ fn apply(
     }
     let mut accepted = 0u64;
     let mut bad = 0u64;
-    let mut updates = Vec::with_capacity(batch.values.len());
+    let mut samples = Samples { ids: Vec::with_capacity(batch.values.len()), slots: Vec::with_capacity(batch.values.len()) };
     for &(id, value) in &batch.values {
         let slot = ids.get(id as usize).copied().flatten();
         match slot {
             Some(i) if value.is_finite() => {
-                let series = SeriesKey::new(&h.cluster, &h.name, &h.slots[i].meta.name);
-                updates.push(Update { series, kind: ds_kind(h.slots[i].meta.kind), time_ms: batch.time_ms, value });
+                if let Some(sid) = series_of(&mut h, i, peer, ctx) {
+                    samples.ids.push((sid, batch.time_ms, value));
+                    samples.slots.push(i);
+                }
                 let s = &mut h.slots[i];
                 // A replayed older batch must not overwrite a newer value.
                 if batch.time_ms >= s.time_ms {
@@ -476,5 +529,88 @@ fn apply(
     }
     ctx.stats.samples_accepted.fetch_add(accepted, Ordering::Relaxed);
     ctx.stats.batches_accepted.fetch_add(1, Ordering::Relaxed);
-    Some((updates, undo))
+    Some((samples, undo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+    use ganglion_store::engine::StoreConfig;
+    use ganglion_store::rrd::Cf;
+
+    fn context(dir: &std::path::Path) -> IngestContext {
+        let cfg = StoreConfig { background: false, ..StoreConfig::default() };
+        let store = Arc::new(Store::open(dir, cfg).unwrap());
+        let cluster = ClusterConfig { key: b"0123456789abcdef".to_vec(), host_timeout: None, host_expire: None };
+        IngestContext {
+            state: Arc::new(State::new([("c".to_owned(), cluster)].into())),
+            stats: Arc::new(Stats::default()),
+            max_frame_bytes: 1 << 20,
+            max_connections: 1,
+            max_clock_skew: Duration::from_secs(300),
+            max_sample_age: Duration::from_secs(86_400),
+            durable: DurableHandle::start(store.clone()),
+            store,
+        }
+    }
+
+    fn meta(name: &str, kind: MetricKind) -> msg::MetricMeta {
+        msg::MetricMeta {
+            id: 0,
+            name: name.into(),
+            unit: String::new(),
+            kind,
+            group: String::new(),
+            description: String::new(),
+        }
+    }
+
+    /// The host's series is removed (expiry) while the host keeps its cached id: the
+    /// next sample recreates the series instead of being dropped.
+    #[test]
+    fn a_cached_series_id_survives_the_removal_of_its_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let host = ctx.state.host("c", "h", peer.to_string());
+        let i = lock(&host).slot_for(&meta("load", MetricKind::Gauge));
+        let t0 = 1_699_999_995_000i64;
+        let sample = |k: i64| {
+            let mut h = lock(&host);
+            let id = series_of(&mut h, i, peer, &ctx).unwrap();
+            Samples { ids: vec![(id, t0 + k * 15_000, k as f64)], slots: vec![i] }
+        };
+        store(sample(1), &host, peer, &ctx).unwrap();
+        store(sample(2), &host, peer, &ctx).unwrap();
+        let key = SeriesKey::new("c", "h", "load");
+        ctx.store.remove_series(&key).unwrap();
+        let stale = sample(3);
+        assert!(lock(&host).slots[i].series.is_some(), "the id is still cached");
+        store(stale, &host, peer, &ctx).unwrap();
+        store(sample(4), &host, peer, &ctx).unwrap();
+        let t = (t0 / 1000) as u64;
+        let f = ctx.store.fetch(&key, Cf::Average, t, t + 60, 15).unwrap();
+        let known: Vec<f64> = f.rows.iter().map(|r| r[0]).filter(|v| !v.is_nan()).collect();
+        assert_eq!(known, vec![4.0], "samples 1 and 2 went with the removal; 3 started the new series");
+        assert_eq!(ctx.store.stats().rejected.load(Ordering::Relaxed), 0);
+    }
+
+    /// A metric whose kind changed cannot be stored under the old series: refused once
+    /// (logged, counted), and appended again once the kind is back.
+    #[test]
+    fn a_metric_that_changes_kind_is_refused_not_mixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let host = ctx.state.host("c", "h", peer.to_string());
+        let i = lock(&host).slot_for(&meta("x", MetricKind::Gauge));
+        assert!(series_of(&mut lock(&host), i, peer, &ctx).is_some());
+        lock(&host).slot_for(&meta("x", MetricKind::Counter));
+        assert!(series_of(&mut lock(&host), i, peer, &ctx).is_none());
+        assert!(series_of(&mut lock(&host), i, peer, &ctx).is_none());
+        assert_eq!(ctx.stats.snapshot().rejected_total, 1);
+        lock(&host).slot_for(&meta("x", MetricKind::Gauge));
+        assert!(series_of(&mut lock(&host), i, peer, &ctx).is_some());
+    }
 }

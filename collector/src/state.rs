@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ganglion_proto::msg::{Facts, MetricKind, MetricMeta};
+use ganglion_store::engine::SeriesId;
 use serde::Serialize;
 
 use crate::config::ClusterConfig;
@@ -34,6 +35,11 @@ pub struct Slot {
     /// NaN until the first sample.
     pub value: f64,
     pub time_ms: i64,
+    /// The storage series, resolved at the first sample so that later ones are
+    /// appended by id without hashing names: `None` not yet resolved, `Some(None)`
+    /// refused by the store (a series of another kind has the name). Reset when the
+    /// kind changes; an id gone stale by a removal is noticed by the append.
+    pub series: Option<Option<SeriesId>>,
 }
 
 /// Sequence bookkeeping for one agent run, so tests and operators can see that no
@@ -95,12 +101,15 @@ impl Host {
     pub fn slot_for(&mut self, meta: &MetricMeta) -> usize {
         if let Some(&i) = self.by_name.get(&meta.name) {
             if self.slots[i].meta != *meta {
+                if self.slots[i].meta.kind != meta.kind {
+                    self.slots[i].series = None;
+                }
                 self.slots[i].meta = meta.clone();
             }
             return i;
         }
         let i = self.slots.len();
-        self.slots.push(Slot { meta: meta.clone(), value: f64::NAN, time_ms: 0 });
+        self.slots.push(Slot { meta: meta.clone(), value: f64::NAN, time_ms: 0, series: None });
         self.by_name.insert(meta.name.clone(), i);
         i
     }

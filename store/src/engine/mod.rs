@@ -94,13 +94,27 @@ impl DsKind {
     fn from_code(c: u8) -> Option<DsKind> {
         [DsKind::Gauge, DsKind::Counter, DsKind::Derive, DsKind::Absolute].get(usize::from(c)).copied()
     }
-    fn ds_type(self) -> DsType {
-        match self {
-            DsKind::Gauge => DsType::Gauge,
-            DsKind::Counter => DsType::Counter,
-            DsKind::Derive => DsType::Derive,
-            DsKind::Absolute => DsType::Absolute,
-        }
+    /// Whether a shard with data source type `t` can hold series of this kind:
+    /// counters live in DERIVE shards (below) and, imported from rrdtool, in COUNTER
+    /// shards.
+    fn fits(self, t: DsType) -> bool {
+        t == self.ds_def(0).kind || (self == DsKind::Counter && t == DsType::Counter)
+    }
+
+    /// The data source a new series of this kind gets. A counter is stored as DERIVE
+    /// with a minimum of 0, as rrdtool users store counters that can be reset: a
+    /// restarted agent or application (counter back near 0) gives one unknown
+    /// interval, where COUNTER would read the drop as a 32- or 64-bit wrap and store a
+    /// spike of up to 2^64 per interval. Rates of a counter that only grows are the
+    /// same either way; a genuine wrap also gives one unknown interval.
+    fn ds_def(self, heartbeat: u64) -> DsDef {
+        let (kind, min) = match self {
+            DsKind::Gauge => (DsType::Gauge, f64::NAN),
+            DsKind::Counter => (DsType::Derive, 0.0),
+            DsKind::Derive => (DsType::Derive, f64::NAN),
+            DsKind::Absolute => (DsType::Absolute, f64::NAN),
+        };
+        DsDef { name: "value".into(), kind, heartbeat, min, max: f64::NAN }
     }
 }
 
@@ -235,11 +249,7 @@ impl Settings {
         let step = rule.and_then(|r| r.step_secs).unwrap_or(self.cfg.step_secs);
         let heartbeat = rule.and_then(|r| r.heartbeat_secs).unwrap_or(self.cfg.heartbeat_secs);
         let rra = rule.and_then(|r| r.archives.clone()).unwrap_or_else(|| self.cfg.archives.clone());
-        ShardDef {
-            step,
-            ds: DsDef { name: "value".into(), kind: kind.ds_type(), heartbeat, min: f64::NAN, max: f64::NAN },
-            rra,
-        }
+        ShardDef { step, ds: kind.ds_def(heartbeat), rra }
     }
 
     /// Checks the archive settings (every rule included).
@@ -249,13 +259,7 @@ impl Settings {
             for r in &self.opts.rules {
                 let d = ShardDef {
                     step: r.step_secs.unwrap_or(self.cfg.step_secs),
-                    ds: DsDef {
-                        name: "value".into(),
-                        kind: kind.ds_type(),
-                        heartbeat: r.heartbeat_secs.unwrap_or(self.cfg.heartbeat_secs),
-                        min: f64::NAN,
-                        max: f64::NAN,
-                    },
+                    ds: kind.ds_def(r.heartbeat_secs.unwrap_or(self.cfg.heartbeat_secs)),
                     rra: r.archives.clone().unwrap_or_else(|| self.cfg.archives.clone()),
                 };
                 d.check()?;
@@ -344,6 +348,10 @@ pub enum WriteError {
     Backpressure(std::io::Error),
     #[error("store is closed")]
     Closed,
+    /// [`Store::try_append_ids`]: these samples (indices into the batch) name series
+    /// removed since they were resolved; nothing of the batch was written.
+    #[error("{} samples name series removed since they were resolved", .0.len())]
+    Stale(Vec<usize>),
 }
 
 /// Reading failed.
@@ -980,11 +988,43 @@ impl Store {
         })
     }
 
+    /// [`Store::append_ids`] for callers that cache ids and must not lose a sample to
+    /// a removal they did not see (the collector's ingest): when any id is stale the
+    /// batch is refused whole with [`WriteError::Stale`] naming those samples, so the
+    /// caller resolves them again ([`Store::series_id`]) and retries.
+    ///
+    /// # Errors
+    /// [`WriteError::Stale`]; otherwise as [`Store::append`].
+    pub fn try_append_ids(&self, samples: &[(SeriesId, i64, f64)]) -> Result<Ticket, WriteError> {
+        let stale = |idx: &Index| {
+            let live = |id: SeriesId| {
+                idx.series.get(id.idx as usize).is_some_and(|s| s.gen == id.gen && s.flags & F_REMOVED == 0)
+            };
+            samples.iter().enumerate().filter(|(_, s)| !live(s.0)).map(|(k, _)| k).collect()
+        };
+        self.append_checked(samples.len(), stale, |idx, _, k| {
+            let (id, t, v) = samples[k];
+            let s = &idx.series[id.idx as usize];
+            Some((id.idx, s.kind, t, v, false))
+        })
+    }
+
     /// The append core: `get(index, settings, k)` resolves sample `k` to (series,
     /// kind, time ms, value, created by this call) or `None` (rejected).
     fn append_with(
         &self,
         n: usize,
+        get: impl FnMut(&mut Index, &Settings, usize) -> Option<(u32, DsKind, i64, f64, bool)>,
+    ) -> Result<Ticket, WriteError> {
+        self.append_checked(n, |_| Vec::new(), get)
+    }
+
+    /// [`Store::append_with`] that first asks `stale(index)` (under the locks) which
+    /// samples must refuse the batch.
+    fn append_checked(
+        &self,
+        n: usize,
+        stale: impl FnOnce(&Index) -> Vec<usize>,
         mut get: impl FnMut(&mut Index, &Settings, usize) -> Option<(u32, DsKind, i64, f64, bool)>,
     ) -> Result<Ticket, WriteError> {
         let inner = &*self.inner;
@@ -1006,6 +1046,12 @@ impl Store {
         let j = &mut *jg;
         let mut ig = lock(&inner.index);
         let idx = &mut *ig;
+        let gone = stale(idx);
+        if !gone.is_empty() {
+            // Not received: the caller sends the batch again.
+            inner.stats.received.fetch_sub(n as u64, Ordering::Relaxed);
+            return Err(WriteError::Stale(gone));
+        }
         let seq = j.seq + 1;
         let seg = j.seg;
         j.enc.clear();

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use super::{catalog, fetch_snapshot, journal, seg_id, shard, split_key, ReadError, SeriesKey, Shard, Snapshot};
 use crate::disk::{Disk, RealDisk};
 use crate::file::FileError;
-use crate::rrd::{Cf, DsDef, Fetched};
+use crate::rrd::{Cf, Fetched};
 use shard::{Layout, ShardDef};
 
 /// A live catalog entry: (shard, slot) → (incarnation, created, key).
@@ -167,17 +167,7 @@ pub fn fetch_on(
             // Never flushed: the definition it will get is not known here; the
             // collector's default archive set is assumed.
             let cfg = super::StoreConfig::default();
-            let def = ShardDef {
-                step: cfg.step_secs,
-                ds: DsDef {
-                    name: "value".into(),
-                    kind: kind.ds_type(),
-                    heartbeat: cfg.heartbeat_secs,
-                    min: f64::NAN,
-                    max: f64::NAN,
-                },
-                rra: cfg.archives,
-            };
+            let def = ShardDef { step: cfg.step_secs, ds: kind.ds_def(cfg.heartbeat_secs), rra: cfg.archives };
             (None, Snapshot { def: Arc::new(def), slot: 0, incarnation: 0, created, pending: p })
         }
     };

@@ -440,7 +440,7 @@ impl Inner {
                 };
                 let k = split_key(&entry.key);
                 let h = key_hash(k);
-                if idx.find(h, k).is_some() || !valid_parts(k) || sh.def.ds.kind != entry.kind.ds_type() {
+                if idx.find(h, k).is_some() || !valid_parts(k) || !entry.kind.fits(sh.def.ds.kind) {
                     tracing::warn!(key = %entry.key, shard = id, slot, "Duplicate or invalid catalog entry; slot freed.");
                     orphans.push((slot, "duplicate or invalid catalog entry".into()));
                     continue;

@@ -531,6 +531,9 @@ fn samples_by_resolved_id() {
     let a = s.series_id(&key("a"), DsKind::Gauge).unwrap();
     s.remove_series(&key("a")).unwrap();
     let b = s.series_id(&key("b"), DsKind::Gauge).unwrap();
+    // The strict form refuses the whole batch and says which samples are stale.
+    let r = s.try_append_ids(&[(b, (T + 15 * 11) * 1000, 11.0), (a, (T + 15 * 11) * 1000, 11.0)]);
+    assert!(matches!(r, Err(WriteError::Stale(ref k)) if k == &[1]), "{r:?}");
     s.append_ids(&[(a, (T + 15 * 11) * 1000, 11.0), (b, (T + 15 * 11) * 1000, 11.0)]).unwrap();
     assert_eq!(s.stats().rejected.load(Ordering::Relaxed), 1);
     assert!(matches!(s.fetch(&key("a"), Cf::Average, T as u64, T as u64 + 200, 15), Err(ReadError::NotFound)));
@@ -680,4 +683,40 @@ fn a_flusher_that_falls_behind_stops_acknowledgements_until_it_catches_up() {
     s.flush_all().unwrap();
     s.append(&batch(42, 1, &["a"])).unwrap();
     assert_eq!(values(&s, "a", 2, 41), want(2, 41));
+}
+
+/// A counter that starts again near 0 (agent or application restart) gives one
+/// unknown interval, not a wrap-around spike, before and after a flush and a restart.
+#[test]
+fn a_counter_reset_is_unknown_not_a_spike() {
+    let disk = MemDisk::new();
+    let s = open(&disk);
+    let counter = |k: i64, v: f64| Update {
+        series: SeriesKey::new("web", "a", "requests_total"),
+        kind: DsKind::Counter,
+        time_ms: (T + 15 * k) * 1000,
+        value: v,
+    };
+    let readings = [1000.0, 1150.0, 1300.0, 30.0, 180.0, 330.0];
+    let ups: Vec<Update> = readings.iter().enumerate().map(|(k, &v)| counter(k as i64 + 1, v)).collect();
+    s.append(&ups).unwrap();
+    let rates = |s: &Store| {
+        let f = s.fetch(&ups[0].series, Cf::Average, T as u64, (T + 15 * 6) as u64, 15).unwrap();
+        f.rows.iter().take(6).map(|r| r[0]).collect::<Vec<f64>>()
+    };
+    let check = |got: Vec<f64>| {
+        assert!(got[0].is_nan(), "{got:?}");
+        assert_eq!(&got[1..3], &[10.0, 10.0], "{got:?}");
+        assert!(got[3].is_nan(), "the reset interval must be unknown: {got:?}");
+        assert_eq!(&got[4..6], &[10.0, 10.0], "{got:?}");
+    };
+    check(rates(&s));
+    s.flush_all().unwrap();
+    check(rates(&s));
+    drop(s);
+    let s = open(&disk);
+    check(rates(&s));
+    s.append(&[counter(7, 480.0)]).unwrap();
+    s.flush_all().unwrap();
+    assert_eq!(rates(&s)[5], 10.0);
 }
