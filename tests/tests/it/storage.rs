@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ganglion_tests::{wait_for, Agent, Collector};
+use ganglion_tests::{bin, wait_for, Agent, Collector};
 use serde_json::Value;
 
 /// One-second steps and small archives keep the files of a test small.
@@ -65,4 +65,50 @@ fn samples_reach_the_series_api_and_survive_kill_9() {
             "point {p:?} acknowledged before kill -9 is gone after the restart (acked seq {acked})"
         );
     }
+}
+
+/// An application counter that starts again from near zero (its process restarted)
+/// must not read as a wrap-around: the interval of the reset is unknown, the rates
+/// around it are the real ones.
+#[test]
+fn a_counter_reset_gives_a_gap_not_a_spike() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), STORAGE);
+    let agent = Agent::start(dir.path(), "st-reset", &[&c.ingest], 1, "");
+    let procs = [&c.proc, &agent.proc];
+    wait_for(Duration::from_secs(20), "the agent's send socket", &procs, || agent.socket.exists().then_some(()));
+    let send = |v: u64| {
+        let out = std::process::Command::new(bin("ganglion-agent"))
+            .arg("send")
+            .arg("--config")
+            .arg(&agent.config)
+            .args(["--name", "jobs_total", "--type", "counter", "--value", &v.to_string()])
+            .output()
+            .expect("running ganglion-agent send");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let want = v as f64;
+        wait_for(Duration::from_secs(10), &format!("jobs_total = {v} at the collector"), &procs, || {
+            let h = c.host("st-reset")?;
+            let m = h["metrics"].as_array()?.iter().find(|m| m["name"] == "jobs_total")?.clone();
+            (m["value"].as_f64()? == want).then_some(())
+        });
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    // Growth, a restart of the application (the counter starts again), growth.
+    for v in [1_000, 1_600, 20, 620] {
+        send(v);
+    }
+    let url = "/api/v1/series?host=st-reset&metric=jobs_total&start=-40";
+    let v = c.get(url).expect("the jobs_total series");
+    let points: Vec<(u64, Option<f64>)> =
+        v["points"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_f64())).collect();
+    let known: Vec<f64> = points.iter().filter_map(|p| p.1).collect();
+    let max = known.iter().copied().fold(0.0, f64::max);
+    assert!(max <= 600.0, "a rate above the largest real one (600/s): {max} in {points:?}");
+    assert!(known.iter().filter(|&&r| r > 0.0).count() >= 2, "both increases are visible: {points:?}");
+    // Between the last positive rate of the first run and the first of the second run
+    // lies the reset, which must be unknown.
+    let pos: Vec<usize> = points.iter().enumerate().filter(|(_, p)| p.1.is_some_and(|r| r > 0.0)).map(|(i, _)| i).collect();
+    let gap = pos.windows(2).find(|w| w[1] > w[0] + 1).expect("two separate increases");
+    assert!(points[gap[0] + 1..gap[1]].iter().any(|p| p.1.is_none()), "no unknown at the reset: {points:?}");
 }
