@@ -128,11 +128,35 @@ pub struct RawStorage {
     /// Archives of new series, in rrdtool syntax (`RRA:AVERAGE:0.5:1:5760`). Default:
     /// Ganglia's set for `step_secs` (a day at full resolution, 1-minute rows for two
     /// weeks, 10-minute rows for a year), each as AVERAGE and MAX.
-    pub archives: Option<Vec<String>>,
+    pub archives: Option<Vec<Spanned<String>>>,
     /// Series of a host forgotten after `host_expire` are deleted this much later
     /// (if the host has not come back). Default 604800 (a week).
     #[serde(default = "default_expire_grace")]
     pub expire_grace_secs: u64,
+    /// `[[storage.rule]]`: step, heartbeat and archives by cluster, host and metric
+    /// pattern; the first rule matching a new series decides (a series keeps the
+    /// definition it was created with).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Spanned<RawRule>>,
+}
+
+/// One `[[storage.rule]]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Pattern on the cluster name (`*` any run of characters, `?` one). Default: any.
+    pub cluster: Option<Spanned<String>>,
+    /// Pattern on the host name. Default: any.
+    pub host: Option<Spanned<String>>,
+    /// Pattern on the metric name. Default: any.
+    pub metric: Option<Spanned<String>>,
+    /// Default: `storage.step_secs`.
+    pub step_secs: Option<Spanned<u64>>,
+    /// Default: `storage.heartbeat_secs`.
+    pub heartbeat_secs: Option<Spanned<u64>>,
+    /// Default: `storage.archives`, or Ganglia's set for this rule's `step_secs` when
+    /// `storage.archives` is not given.
+    pub archives: Option<Vec<Spanned<String>>>,
 }
 
 impl Default for RawStorage {
@@ -368,6 +392,8 @@ pub struct Config {
     /// `[api] admin_token`: needed by write requests.
     pub admin_token: Option<String>,
     pub storage: ganglion_store::engine::StoreConfig,
+    /// `[[storage.rule]]`, in order.
+    pub storage_rules: Vec<ganglion_store::engine::ArchiveRule>,
     pub expire_grace: Duration,
 }
 
@@ -382,6 +408,117 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+/// Archives in rrdtool syntax, each problem at its position.
+fn archive_list(
+    list: &[Spanned<String>],
+    what: &str,
+    text: &str,
+    origin: &str,
+    problems: &mut Vec<String>,
+) -> Vec<ganglion_store::rrd::RraDef> {
+    let mut out = Vec::new();
+    for a in list {
+        match ganglion_store::rrd::RraDef::parse(a.get_ref()) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                problems.push(at(text, origin, a.span(), &format!("{what}: {}: {e}", name::escaped(a.get_ref()))))
+            }
+        }
+    }
+    if list.is_empty() {
+        problems.push(format!("{origin}: {what}: at least one archive is needed"));
+    }
+    out
+}
+
+/// `origin:line:column: msg`, or `origin: msg` for a value that has no position (a
+/// default).
+fn at(text: &str, origin: &str, span: std::ops::Range<usize>, msg: &str) -> String {
+    if span.is_empty() && span.start == 0 {
+        format!("{origin}: {msg}")
+    } else {
+        let (l, c) = position(text, span.start);
+        format!("{origin}:{l}:{c}: {msg}")
+    }
+}
+
+/// Checks `[[storage.rule]]`: patterns (names with `*` and `?`; a cluster pattern must
+/// match a configured cluster), a step, heartbeat or archive set to give, and the
+/// definition the store would accept.
+fn storage_rules(
+    raw: &RawStorage,
+    base: &ganglion_store::engine::StoreConfig,
+    clusters: &BTreeMap<String, ClusterConfig>,
+    text: &str,
+    origin: &str,
+    problems: &mut Vec<String>,
+) -> Vec<ganglion_store::engine::ArchiveRule> {
+    let mut out = Vec::new();
+    for (n, rule) in raw.rules.iter().enumerate() {
+        let r = rule.get_ref();
+        let what = format!("storage.rule {}", n + 1);
+        let before = problems.len();
+        let mut bad = |span: std::ops::Range<usize>, msg: String| {
+            problems.push(at(text, origin, span, &format!("{what}: {msg}")))
+        };
+        let mut pattern = |p: &Option<Spanned<String>>, kind: NameKind, key: &str| {
+            let p = p.as_ref()?;
+            // A pattern is a name in which `*` and `?` stand for name characters.
+            let probe: String = p.get_ref().chars().map(|c| if c == '*' || c == '?' { 'x' } else { c }).collect();
+            if let Err(e) = name::validate(kind, &probe) {
+                bad(p.span(), format!("{key}: {e}"));
+                return None;
+            }
+            Some(p.get_ref().clone())
+        };
+        let cluster = pattern(&r.cluster, NameKind::Cluster, "cluster");
+        let host = pattern(&r.host, NameKind::Host, "host");
+        let metric = pattern(&r.metric, NameKind::Metric, "metric");
+        if let (Some(c), Some(span)) = (&cluster, r.cluster.as_ref().map(Spanned::span)) {
+            if !clusters.keys().any(|name| ganglion_store::engine::glob_match(c, name)) {
+                bad(span, format!("cluster: {} matches no [[cluster]]", name::escaped(c)));
+            }
+        }
+        if r.step_secs.is_none() && r.heartbeat_secs.is_none() && r.archives.is_none() {
+            bad(rule.span(), "sets none of step_secs, heartbeat_secs and archives".into());
+        }
+        let step = r.step_secs.as_ref().map(|s| *s.get_ref());
+        let heartbeat = r.heartbeat_secs.as_ref().map(|s| *s.get_ref());
+        if let Some(s) = r.step_secs.as_ref().filter(|s| *s.get_ref() == 0) {
+            bad(s.span(), "step_secs must be at least 1".into());
+        }
+        let (eff_step, eff_hb) = (step.unwrap_or(base.step_secs), heartbeat.unwrap_or(base.heartbeat_secs));
+        if eff_hb < eff_step {
+            let span = r.heartbeat_secs.as_ref().or(r.step_secs.as_ref()).map_or_else(|| rule.span(), Spanned::span);
+            bad(span, format!("heartbeat_secs ({eff_hb}) must be at least step_secs ({eff_step})"));
+        }
+        let archives = match (&r.archives, step) {
+            (Some(list), _) => Some(archive_list(list, &format!("{what}: archives"), text, origin, problems)),
+            // Ganglia's set follows the step, unless the operator chose the archives.
+            (None, Some(s)) if raw.archives.is_none() && s > 0 => {
+                Some(ganglion_store::engine::StoreConfig::ganglia_archives(s))
+            }
+            (None, _) => None,
+        };
+        let rule_def = ganglion_store::engine::ArchiveRule {
+            cluster,
+            host,
+            metric,
+            step_secs: step,
+            heartbeat_secs: heartbeat,
+            archives,
+        };
+        // Ranges rrdtool accepts but a shard cannot hold, once the rest is sound.
+        let sound = problems.len() == before && (rule_def.archives.is_some() || !base.archives.is_empty());
+        if let Some(e) = sound.then(|| rule_def.check(base).err()).flatten() {
+            let span = r.archives.as_ref().and_then(|a| a.first()).map_or_else(|| rule.span(), Spanned::span);
+            problems.push(at(text, origin, span, &format!("{what}: {e}")));
+        }
+        out.push(rule_def);
+    }
+    out
 }
 
 /// Checks `[nsca]`: the address, a method this collector can decode (with the reason
@@ -556,20 +693,18 @@ impl Config {
         }
         let archives = match &raw.storage.archives {
             None => ganglion_store::engine::StoreConfig::ganglia_archives(raw.storage.step_secs.max(1)),
-            Some(list) => {
-                let mut out = Vec::new();
-                for a in list {
-                    match ganglion_store::rrd::RraDef::parse(a) {
-                        Ok(r) => out.push(r),
-                        Err(e) => problems.push(format!("{origin}: storage.archives: {}: {e}", name::escaped(a))),
-                    }
-                }
-                if out.is_empty() {
-                    problems.push(format!("{origin}: storage.archives: at least one archive is needed"));
-                }
-                out
-            }
+            Some(list) => archive_list(list, "storage.archives", text, origin, &mut problems),
         };
+        let storage = ganglion_store::engine::StoreConfig {
+            step_secs: raw.storage.step_secs,
+            heartbeat_secs: raw.storage.heartbeat_secs,
+            archives,
+            fsync: fsync.unwrap_or(ganglion_store::engine::FsyncPolicy::Never),
+            flush_interval_secs: raw.storage.flush_interval_secs.max(1),
+            max_unflushed_bytes: raw.storage.max_unflushed_bytes,
+            background: true,
+        };
+        let storage_rules = storage_rules(&raw.storage, &storage, &clusters, text, origin, &mut problems);
         let timeout_state = crate::engine::defs::parse_state(&raw.checks.timeout_state);
         if timeout_state.is_none() {
             problems.push(format!(
@@ -663,15 +798,8 @@ impl Config {
             },
             nsca,
             admin_token,
-            storage: ganglion_store::engine::StoreConfig {
-                step_secs: raw.storage.step_secs,
-                heartbeat_secs: raw.storage.heartbeat_secs,
-                archives,
-                fsync: fsync.expect("checked above"),
-                flush_interval_secs: raw.storage.flush_interval_secs.max(1),
-                max_unflushed_bytes: raw.storage.max_unflushed_bytes,
-                background: true,
-            },
+            storage: ganglion_store::engine::StoreConfig { fsync: fsync.expect("checked above"), ..storage },
+            storage_rules,
             expire_grace: Duration::from_secs(raw.storage.expire_grace_secs),
             data_dir: raw.data_dir,
         })
@@ -799,6 +927,16 @@ host_expire_secs = 0
         raw.nsca.password = s();
         raw.nsca.password_file = Some("f".into());
         raw.api = RawApi { admin_token: s(), admin_token_file: Some("f".into()) };
+        let sp = || Some(unspanned("x".to_owned()));
+        raw.storage.archives = Some(vec![]);
+        raw.storage.rules.push(unspanned(RawRule {
+            cluster: sp(),
+            host: sp(),
+            metric: sp(),
+            step_secs: Some(unspanned(1)),
+            heartbeat_secs: Some(unspanned(1)),
+            archives: Some(vec![]),
+        }));
         let value = toml::Value::try_from(&raw).unwrap();
         let mut missing = Vec::new();
         for (section, v) in value.as_table().unwrap() {
@@ -814,14 +952,76 @@ host_expire_secs = 0
                     continue;
                 }
             };
-            for key in table.keys() {
+            for (key, v) in table {
                 let row = format!("`{section}.{key}`");
                 if !doc.contains(&row) {
                     missing.push(row);
                 }
+                // Arrays of tables inside a section (`[[storage.rule]]`).
+                if let Some(sub) = v.as_array().and_then(|a| a.first()).and_then(toml::Value::as_table) {
+                    for k in sub.keys() {
+                        let row = format!("`{section}.{key}.{k}`");
+                        if !doc.contains(&row) {
+                            missing.push(row);
+                        }
+                    }
+                }
             }
         }
         assert!(missing.is_empty(), "not in docs/CONFIG.md: {missing:?}");
+    }
+
+    #[test]
+    fn storage_rules_become_archive_rules() {
+        let text = format!(
+            "{GOOD}[storage]\n[[storage.rule]]\ncluster = \"db\"\nmetric = \"mysql_*\"\nstep_secs = 60\nheartbeat_secs = 480\n\
+             [[storage.rule]]\nhost = \"web-??\"\narchives = [\"RRA:AVERAGE:0.5:1:100\"]\n"
+        );
+        let c = Config::parse(&text, "t").unwrap();
+        let r = &c.storage_rules;
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].cluster.as_deref(), r[0].host.as_deref(), r[0].metric.as_deref()),
+            (Some("db"), None, Some("mysql_*"))
+        );
+        assert_eq!((r[0].step_secs, r[0].heartbeat_secs), (Some(60), Some(480)));
+        // Ganglia's set follows the rule's step: a day is 1,440 rows of 60 s.
+        assert_eq!(r[0].archives, Some(ganglion_store::engine::StoreConfig::ganglia_archives(60)));
+        assert_eq!(r[0].archives.as_ref().unwrap()[0].rows, 1440);
+        assert_eq!(r[1].step_secs, None);
+        assert_eq!(r[1].archives.as_ref().unwrap()[0].rows, 100);
+        // With archives chosen in [storage], a rule's step keeps them.
+        let text = format!(
+            "{GOOD}[storage]\narchives = [\"RRA:MAX:0.5:1:50\"]\n[[storage.rule]]\nmetric = \"x\"\nstep_secs = 60\nheartbeat_secs = 120\n"
+        );
+        assert_eq!(Config::parse(&text, "t").unwrap().storage_rules[0].archives, None);
+    }
+
+    #[test]
+    fn bad_storage_rules_are_reported_with_positions() {
+        let text = format!(
+            "{GOOD}[storage]\narchives = [\"RRA:AVERAGE:0.5:1\"]\n\
+             [[storage.rule]]\ncluster = \"nosuch*\"\nstep_secs = 60\n\
+             [[storage.rule]]\nmetric = \"a/b\"\narchives = [\"RRA:AVERAGE:0.5:1:10\", \"RRA:BOGUS:0.5:1:10\"]\n\
+             [[storage.rule]]\nhost = \"web*\"\n\
+             [[storage.rule]]\nstep_secs = 600\n\
+             [[storage.rule]]\narchives = [\"RRA:AVERAGE:0.5:1:99999999\"]\n"
+        );
+        let lines = Config::parse(&text, "f").unwrap_err().0;
+        let base = GOOD.lines().count();
+        let want = [
+            format!("f:{}:13: storage.archives: \"RRA:AVERAGE:0.5:1\": invalid RRA format", base + 2),
+            format!("f:{}:11: storage.rule 1: cluster: \"nosuch*\" matches no [[cluster]]", base + 4),
+            format!("f:{}:10: storage.rule 2: metric: invalid metric name", base + 7),
+            format!("f:{}:37: storage.rule 2: archives: \"RRA:BOGUS:0.5:1:10\"", base + 8),
+            format!("f:{}:1: storage.rule 3: sets none of", base + 9),
+            format!("f:{}:13: storage.rule 4: heartbeat_secs (120) must be at least step_secs (600)", base + 12),
+            format!("f:{}:13: storage.rule 5: archive RRA:AVERAGE:0.5:1:99999999 out of range", base + 14),
+        ];
+        assert_eq!(lines.len(), want.len(), "{lines:#?}");
+        for (l, w) in lines.iter().zip(&want) {
+            assert!(l.starts_with(w.as_str()), "{l}\nshould start with\n{w}\n(all: {lines:#?})");
+        }
     }
 
     #[test]

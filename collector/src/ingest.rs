@@ -364,7 +364,12 @@ async fn batches(
 /// Appends a batch's samples by series id. A series removed since its id was cached
 /// (host expiry racing a reconnect) refuses the batch; its slots resolve again and the
 /// batch is retried, so no sample is lost to a stale id.
-fn store(mut samples: Samples, host: &Arc<Mutex<Host>>, peer: SocketAddr, ctx: &IngestContext) -> Result<Ticket, WriteError> {
+fn store(
+    mut samples: Samples,
+    host: &Arc<Mutex<Host>>,
+    peer: SocketAddr,
+    ctx: &IngestContext,
+) -> Result<Ticket, WriteError> {
     loop {
         match ctx.store.try_append_ids(&samples.ids) {
             Err(WriteError::Stale(stale)) => {
@@ -499,7 +504,8 @@ fn apply(
     }
     let mut accepted = 0u64;
     let mut bad = 0u64;
-    let mut samples = Samples { ids: Vec::with_capacity(batch.values.len()), slots: Vec::with_capacity(batch.values.len()) };
+    let mut samples =
+        Samples { ids: Vec::with_capacity(batch.values.len()), slots: Vec::with_capacity(batch.values.len()) };
     for &(id, value) in &batch.values {
         let slot = ids.get(id as usize).copied().flatten();
         match slot {

@@ -16,7 +16,7 @@ use crate::durable::DurableHandle;
 use crate::ingest::{self, IngestContext};
 use crate::state::State;
 use crate::stats::Stats;
-use ganglion_store::engine::{SeriesKey, Store};
+use ganglion_store::engine::{SeriesKey, Store, StoreOptions};
 
 /// Accept backlog of the listeners. The agent protocol has the server speak first, so
 /// a connection the kernel completes but cannot queue leaves its agent waiting for a
@@ -81,9 +81,10 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     let lock = lock_data_dir(&config.data_dir)?;
     let store_dir = config.data_dir.join("store");
     let store_cfg = config.storage.clone();
+    let opts = StoreOptions { rules: config.storage_rules.clone(), ..StoreOptions::default() };
     let dir = store_dir.clone();
     // Opening replays the journal, which may take a while after a crash: off the runtime.
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_cfg))
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, store_cfg, opts))
         .await
         .context("opening the storage")?
         .with_context(|| format!("opening the storage in {}", store_dir.display()))?;

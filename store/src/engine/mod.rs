@@ -157,16 +157,32 @@ pub struct ArchiveRule {
 }
 
 impl ArchiveRule {
+    /// Checks the definition this rule gives new series on top of `cfg`: what
+    /// [`Store::open`] would refuse (a step, heartbeat or archive out of range).
+    ///
+    /// # Errors
+    /// The reason, as a sentence fragment.
+    pub fn check(&self, cfg: &StoreConfig) -> Result<(), String> {
+        let def = ShardDef {
+            step: self.step_secs.unwrap_or(cfg.step_secs),
+            ds: DsKind::Gauge.ds_def(self.heartbeat_secs.unwrap_or(cfg.heartbeat_secs)),
+            rra: self.archives.clone().unwrap_or_else(|| cfg.archives.clone()),
+        };
+        def.check()
+    }
+
     fn matches(&self, k: [&str; 3]) -> bool {
         [&self.cluster, &self.host, &self.metric]
             .iter()
             .zip(k)
-            .all(|(pat, name)| pat.as_deref().is_none_or(|p| glob_match(p.as_bytes(), name.as_bytes())))
+            .all(|(pat, name)| pat.as_deref().is_none_or(|p| glob_match(p, name)))
     }
 }
 
-/// `*` matches any run of characters, `?` one character.
-fn glob_match(p: &[u8], s: &[u8]) -> bool {
+/// Whether `name` matches `pattern`, in which `*` matches any run of characters and
+/// `?` one character (the patterns of [`ArchiveRule`]).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, s) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
     while si < s.len() {
         if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
@@ -254,18 +270,8 @@ impl Settings {
 
     /// Checks the archive settings (every rule included).
     fn check(&self) -> Result<(), String> {
-        for kind in [DsKind::Gauge, DsKind::Counter] {
-            self.def_for(["c", "h", "m"], kind).check()?;
-            for r in &self.opts.rules {
-                let d = ShardDef {
-                    step: r.step_secs.unwrap_or(self.cfg.step_secs),
-                    ds: kind.ds_def(r.heartbeat_secs.unwrap_or(self.cfg.heartbeat_secs)),
-                    rra: r.archives.clone().unwrap_or_else(|| self.cfg.archives.clone()),
-                };
-                d.check()?;
-            }
-        }
-        Ok(())
+        self.def_for(["c", "h", "m"], DsKind::Gauge).check()?;
+        self.opts.rules.iter().try_for_each(|r| r.check(&self.cfg))
     }
 }
 

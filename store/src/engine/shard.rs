@@ -99,11 +99,12 @@ impl ShardDef {
             return Err(format!("1 to {MAX_ARCHIVES} archives"));
         }
         for r in &self.rra {
+            let name = format!("RRA:{}:{}:{}:{}", r.cf, r.xff, r.pdp_cnt, r.rows);
             if r.pdp_cnt == 0 || r.rows == 0 || r.rows > MAX_ROWS || !(0.0..1.0).contains(&r.xff) {
-                return Err(format!("archive {r:?} out of range"));
+                return Err(format!("archive {name} out of range (1 to {MAX_ROWS} rows, xff below 1)"));
             }
             if self.step.checked_mul(r.pdp_cnt).and_then(|s| s.checked_mul(r.rows)).is_none() {
-                return Err(format!("archive {r:?} spans too much time"));
+                return Err(format!("archive {name} spans too much time"));
             }
         }
         Ok(())

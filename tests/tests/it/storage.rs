@@ -108,7 +108,30 @@ fn a_counter_reset_gives_a_gap_not_a_spike() {
     assert!(known.iter().filter(|&&r| r > 0.0).count() >= 2, "both increases are visible: {points:?}");
     // Between the last positive rate of the first run and the first of the second run
     // lies the reset, which must be unknown.
-    let pos: Vec<usize> = points.iter().enumerate().filter(|(_, p)| p.1.is_some_and(|r| r > 0.0)).map(|(i, _)| i).collect();
+    let pos: Vec<usize> =
+        points.iter().enumerate().filter(|(_, p)| p.1.is_some_and(|r| r > 0.0)).map(|(i, _)| i).collect();
     let gap = pos.windows(2).find(|w| w[1] > w[0] + 1).expect("two separate increases");
     assert!(points[gap[0] + 1..gap[1]].iter().any(|p| p.1.is_none()), "no unknown at the reset: {points:?}");
+}
+
+/// `[[storage.rule]]` gives matching series their own step and archives; the others
+/// keep `[storage]`'s.
+#[test]
+fn storage_rules_choose_step_and_archives_per_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = format!(
+        "{STORAGE}[[storage.rule]]\ncluster = \"te*\"\nmetric = \"mem_*\"\nstep_secs = 5\nheartbeat_secs = 20\n\
+         archives = [\"RRA:LAST:0.5:1:100\"]\n"
+    );
+    let c = Collector::start(dir.path(), &rules);
+    let agent = Agent::start(dir.path(), "st-rules", &[&c.ingest], 1, "");
+    let procs = [&c.proc, &agent.proc];
+    let get = |q: &str| {
+        wait_for(Duration::from_secs(20), q, &procs, || {
+            let v = c.get(&format!("/api/v1/series?host=st-rules&{q}&start=-60"))?;
+            (!known_points(&v).is_empty()).then_some(v)
+        })
+    };
+    assert_eq!(get("metric=mem_total&cf=LAST")["step"], 5);
+    assert_eq!(get("metric=load_one")["step"], 1);
 }
