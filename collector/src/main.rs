@@ -18,6 +18,7 @@
 //! - `demo`: collector + dashboard + an agent for this host in one process.
 //! - `loadgen`: simulated agents for `scripts/bench-ingest`.
 //! - `nsca`: the NSCA listener for passive results from `send_nsca`.
+//! - `import`: `ganglion import-rrd`, a Ganglia RRD tree into a stopped collector's storage.
 
 mod api;
 mod cli_checks;
@@ -25,6 +26,7 @@ mod config;
 mod demo;
 mod durable;
 mod engine;
+mod import;
 mod ingest;
 mod loadgen;
 mod nsca;
@@ -67,6 +69,9 @@ enum Command {
         #[command(subcommand)]
         cmd: ganglion_store::cli::RrdCommand,
     },
+    /// Import a Ganglia/gmetad RRD tree (DIR/<cluster>/<host>/<metric>.rrd) with its
+    /// history into the storage of a stopped collector.
+    ImportRrd(import::ImportArgs),
     /// Check states of a running collector: every check, or the problems, unhandled first.
     Status(cli_checks::StatusArgs),
     /// Acknowledge a problem of a host or service (or remove an acknowledgement).
@@ -129,6 +134,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => runtime()?.block_on(demo::run(args)).map(|()| ExitCode::SUCCESS),
         Command::Rrd { cmd } => ganglion_store::cli::run(cmd),
+        Command::ImportRrd(args) => import::run(&args),
         Command::Status(args) => cli_checks::status(args),
         Command::Ack(args) => cli_checks::ack(args),
         Command::Downtime(args) => cli_checks::downtime(args),

@@ -33,7 +33,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Takes an exclusive lock on `data_dir/LOCK` for the life of the process: two
 /// collectors writing one journal and one state database would corrupt both.
-fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("LOCK");
     let file = std::fs::OpenOptions::new()

@@ -49,13 +49,28 @@ pub struct ImportReport {
 /// [`ImportError::Io`] when `dir` cannot be read; problems with single files are
 /// reported in [`ImportReport::skipped`].
 pub fn import_tree(store: &Store, dir: &Path) -> Result<ImportReport, ImportError> {
-    import_tree_with(store, dir, |p| {
-        let out = Command::new("rrdtool").arg("dump").arg(p).output()?;
-        if !out.status.success() {
-            return Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-        }
-        String::from_utf8(out.stdout).map_err(std::io::Error::other)
-    })
+    import_tree_with(store, dir, rrdtool_dump)
+}
+
+/// [`import_tree`] calling `progress(k, n, file)` before file `k` of `n` (1-based), so
+/// the command can show how far a long import is.
+///
+/// # Errors
+/// As [`import_tree`].
+pub fn import_tree_progress(
+    store: &Store,
+    dir: &Path,
+    progress: impl FnMut(usize, usize, &Path),
+) -> Result<ImportReport, ImportError> {
+    import_tree_inner(store, dir, rrdtool_dump, progress)
+}
+
+fn rrdtool_dump(p: &Path) -> std::io::Result<String> {
+    let out = Command::new("rrdtool").arg("dump").arg(p).output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    String::from_utf8(out.stdout).map_err(std::io::Error::other)
 }
 
 /// [`import_tree`] with another way to get a file's dump (tests).
@@ -66,6 +81,15 @@ pub fn import_tree_with(
     store: &Store,
     dir: &Path,
     dump: impl Fn(&Path) -> std::io::Result<String>,
+) -> Result<ImportReport, ImportError> {
+    import_tree_inner(store, dir, dump, |_, _, _| {})
+}
+
+fn import_tree_inner(
+    store: &Store,
+    dir: &Path,
+    dump: impl Fn(&Path) -> std::io::Result<String>,
+    mut progress: impl FnMut(usize, usize, &Path),
 ) -> Result<ImportReport, ImportError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -88,7 +112,9 @@ pub fn import_tree_with(
         }
     }
     let mut report = ImportReport::default();
-    for f in files {
+    let total = files.len();
+    for (k, f) in files.into_iter().enumerate() {
+        progress(k + 1, total, &f);
         let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_string);
         let (Some(cluster), Some(host), Some(metric)) = (
             f.parent().and_then(Path::parent).and_then(name),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ganglion_tests::{bin, wait_for, Agent, Collector};
+use ganglion_tests::{bin, require, wait_for, Agent, Collector};
 use serde_json::Value;
 
 /// One-second steps and small archives keep the files of a test small.
@@ -134,4 +134,104 @@ fn storage_rules_choose_step_and_archives_per_metric() {
     };
     assert_eq!(get("metric=mem_total&cf=LAST")["step"], 5);
     assert_eq!(get("metric=load_one")["step"], 1);
+}
+
+/// Rows of `rrdtool fetch` output: (time, value; NaN for unknown).
+fn rrdtool_fetch(file: &std::path::Path, cf: &str, start: u64, end: u64) -> Vec<(u64, f64)> {
+    let out = std::process::Command::new(require("rrdtool", "rrdtool"))
+        .args(["fetch", file.to_str().unwrap(), cf, "-s", &start.to_string(), "-e", &end.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rrdtool fetch: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (t, v) = l.split_once(':')?;
+            let v = v.trim();
+            Some((t.trim().parse().ok()?, if v.contains("nan") { f64::NAN } else { v.parse().ok()? }))
+        })
+        .collect()
+}
+
+/// `ganglion import-rrd` on a tree made by the real rrdtool: refused while the
+/// collector runs, then every file's series fetches through the collector's API as
+/// `rrdtool fetch` reads the file; a damaged file is reported and left out.
+#[test]
+fn import_rrd_brings_a_ganglia_tree_into_a_collector() {
+    let rrdtool = require("rrdtool", "rrdtool");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("rrds");
+    let t0 = 1_699_999_995u64;
+    let mut files = Vec::new();
+    for (host, metric, kind) in [("web1", "cpu_user", "GAUGE"), ("web2", "bytes_in", "COUNTER")] {
+        let d = tree.join("test").join(host);
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join(format!("{metric}.rrd"));
+        let run = |args: &[String]| {
+            let out = std::process::Command::new(&rrdtool).args(args).output().unwrap();
+            assert!(out.status.success(), "rrdtool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let mut create: Vec<String> = ["create", f.to_str().unwrap(), "--start", &t0.to_string(), "--step", "15"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        create.push(format!("DS:sum:{kind}:120:U:U"));
+        create.extend(["RRA:AVERAGE:0.5:1:244", "RRA:AVERAGE:0.5:24:244", "RRA:MAX:0.5:24:244"].map(String::from));
+        run(&create);
+        // Six hours with a gap longer than the heartbeat.
+        let mut t = t0;
+        let mut counter = 5_000_000u64;
+        let mut update = vec!["update".to_string(), f.to_str().unwrap().to_string()];
+        for k in 0..1440u64 {
+            t += if k == 700 { 600 } else { 15 };
+            counter += k % 97 * 13;
+            let v = if kind == "GAUGE" { format!("{}", (k * 37 % 1000) as f64 / 8.0) } else { counter.to_string() };
+            update.push(format!("{t}:{v}"));
+        }
+        run(&update);
+        files.push((host, metric, f, t));
+    }
+    std::fs::write(tree.join("test/web1/broken.rrd"), b"not an rrd file").unwrap();
+
+    let mut c = Collector::start(dir.path(), "");
+    let import = |c: &Collector| {
+        std::process::Command::new(bin("ganglion"))
+            .args(["import-rrd", "--config"])
+            .arg(&c.config)
+            .arg(&tree)
+            .output()
+            .unwrap()
+    };
+    let out = import(&c);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "{}", String::from_utf8_lossy(&out.stderr));
+    c.proc.stop();
+    let out = import(&c);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a file was left out\n{stdout}\n{stderr}");
+    assert!(stdout.contains("imported 2 series"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("[3/3]") && stderr.contains("skipped") && stderr.contains("broken.rrd"), "{stderr}");
+    c.restart();
+    for (host, metric, file, last) in &files {
+        for (cf, span) in [("AVERAGE", 3000), ("AVERAGE", 86_400), ("MAX", 86_400)] {
+            let want = rrdtool_fetch(file, cf, last - span, *last);
+            let url = format!(
+                "/api/v1/series?cluster=test&host={host}&metric={metric}&cf={cf}&start={}&end={last}",
+                last - span
+            );
+            let got = c.get(&url).unwrap_or_else(|| panic!("{url}\n{}", c.proc.tail(20)));
+            let points: Vec<(u64, Option<f64>)> =
+                got["points"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_f64())).collect();
+            assert_eq!(points.len(), want.len(), "{url}");
+            assert!(want.iter().filter(|w| !w.1.is_nan()).count() > 10, "{url}: too few known rows to compare");
+            for ((t, v), (wt, wv)) in points.iter().zip(&want) {
+                assert_eq!(t, wt, "{url}");
+                match v {
+                    None => assert!(wv.is_nan(), "{url} at {t}: unknown, rrdtool has {wv}"),
+                    Some(v) => assert!((v - wv).abs() <= 1e-9 * wv.abs().max(1.0), "{url} at {t}: {v}, rrdtool {wv}"),
+                }
+            }
+        }
+    }
 }
