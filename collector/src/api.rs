@@ -75,6 +75,16 @@ fn storage_counters(store: &ganglion_store::engine::Store) -> serde_json::Value 
         "corrupt_files": s.corrupt_files.load(Relaxed),
         "quarantined": s.quarantined.load(Relaxed),
         "write_errors": s.write_errors.load(Relaxed),
+        "backpressure": s.backpressure.load(Relaxed),
+        "shards": s.shards.load(Relaxed),
+        "catalog_skipped": s.catalog_skipped.load(Relaxed),
+        "startup_ms": s.startup_ms.load(Relaxed),
+        "scan_blocks": s.scan_blocks.load(Relaxed),
+        "scan_done": s.scan_done.load(Relaxed) == 1,
+        // Damaged data kept aside since the start, newest first (the log has them all).
+        "quarantined_series": store.quarantined().iter().rev().take(20).map(|q| json!({
+            "series": q.series, "path": q.path, "reason": q.reason, "at": q.at,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -42,7 +42,8 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     // No flusher or block scan: an import writes each series durably itself.
     let cfg = StoreConfig { background: false, ..config.storage.clone() };
     let opts = StoreOptions { rules: config.storage_rules.clone(), scan_blocks: false, ..StoreOptions::default() };
-    let store = Store::open_with(&dir, cfg, opts).with_context(|| format!("opening the storage in {}", dir.display()))?;
+    let store =
+        Store::open_with(&dir, cfg, opts).with_context(|| format!("opening the storage in {}", dir.display()))?;
     let t0 = Instant::now();
     let mut shown = Instant::now() - Duration::from_secs(1);
     let report = ganglion_store::import::import_tree_progress(&store, &args.dir, |k, n, f: &Path| {

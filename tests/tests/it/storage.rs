@@ -235,3 +235,52 @@ fn import_rrd_brings_a_ganglia_tree_into_a_collector() {
         }
     }
 }
+
+/// A series whose state record is damaged in both tables of its shard (the collector
+/// stopped in between) is quarantined at start-up, listed in `/api/v1/health`, and
+/// starts again from the agent's next samples while the collector keeps serving.
+#[test]
+fn damaged_series_are_quarantined_shown_in_health_and_start_again() {
+    use ganglion_store::engine::shard::{decode_header, Layout};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Collector::start(dir.path(), STORAGE);
+    let agent = Agent::start(dir.path(), "st-damage", &[&c.ingest], 1, "");
+    wait_for(Duration::from_secs(20), "samples of mem_total", &[&c.proc, &agent.proc], || {
+        let v = c.get("/api/v1/series?host=st-damage&metric=mem_total&start=-60")?;
+        (known_points(&v).len() >= 3).then_some(())
+    });
+    // A clean stop writes every series into its shard.
+    c.proc.stop();
+    let data = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("data-"))
+        .unwrap();
+    let shards: Vec<_> = std::fs::read_dir(data.join("store/shards")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(shards.len(), 1, "{shards:?}");
+    let mut bytes = std::fs::read(&shards[0]).unwrap();
+    let h = decode_header(&bytes[..4096]).unwrap();
+    let layout = Layout::new(&h.def, h.capacity);
+    for copy in 0..2 {
+        // The record's last update time: in range, so only the checksum tells.
+        bytes[layout.state_off(copy, 0) as usize + 24] ^= 0x01;
+    }
+    std::fs::write(&shards[0], &bytes).unwrap();
+    c.restart();
+    let procs = [&c.proc, &agent.proc];
+    let q = wait_for(Duration::from_secs(20), "a quarantined series in health", &procs, || {
+        let h = c.health();
+        let q = h["storage"]["quarantined_series"].as_array()?.first()?.clone();
+        Some(q)
+    });
+    let series = q["series"].as_str().unwrap().to_string();
+    assert!(series.starts_with("test/st-damage/"), "{q}");
+    assert!(!q["reason"].as_str().unwrap().is_empty(), "{q}");
+    assert!(std::path::Path::new(q["path"].as_str().unwrap()).exists(), "the raw bytes are kept: {q}");
+    assert!(c.health()["storage"]["quarantined"].as_u64().unwrap() >= 1);
+    let metric = series.rsplit('/').next().unwrap().to_string();
+    wait_for(Duration::from_secs(20), "new samples of the quarantined series", &procs, || {
+        let v = c.get(&format!("/api/v1/series?host=st-damage&metric={metric}&start=-10"))?;
+        (!known_points(&v).is_empty()).then_some(())
+    });
+}
