@@ -46,7 +46,12 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
 }
 
 async fn health(AxState(ctx): AxState<Arc<ApiContext>>) -> impl IntoResponse {
-    Json(json!({
+    Json(health_doc(&ctx))
+}
+
+/// `/api/v1/health`'s document (also the dashboard's health page).
+pub fn health_doc(ctx: &ApiContext) -> serde_json::Value {
+    json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": ctx.started.elapsed().as_secs_f64(),
@@ -55,7 +60,7 @@ async fn health(AxState(ctx): AxState<Arc<ApiContext>>) -> impl IntoResponse {
         "checks": crate::engine::api::health(&ctx.engine),
         "nsca": crate::engine::api::nsca_health(&ctx.engine),
         "storage": storage_counters(&ctx.store),
-    }))
+    })
 }
 
 fn storage_counters(store: &ganglion_store::engine::Store) -> serde_json::Value {

@@ -298,6 +298,39 @@ pub struct RawWeb {
     /// Default `127.0.0.1:8080`.
     #[serde(default = "default_web")]
     pub listen: Spanned<String>,
+    /// Seconds between the dashboard pages' refreshes; 0 = off. Default 60.
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: u64,
+    /// Read-only pages open without signing in. Default true.
+    #[serde(default = "default_true")]
+    pub public_read: bool,
+    /// How long a dashboard sign-in lasts. Default 43200 (12 h).
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+    /// Mark the session cookie `Secure` (dashboard behind HTTPS). Default false.
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// `[[web.admin]]`: accounts that may sign in and act (ack, downtime, recheck).
+    #[serde(default)]
+    pub admin: Vec<RawAdmin>,
+}
+
+/// One `[[web.admin]]` account.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub user: String,
+    /// argon2 PHC string, from `ganglion hash-password`.
+    pub password_hash: String,
+}
+fn default_refresh() -> u64 {
+    60
+}
+fn default_true() -> bool {
+    true
+}
+fn default_session_ttl() -> u64 {
+    43_200
 }
 
 /// Host liveness, as Ganglia's TMAX/DMAX.
@@ -338,7 +371,14 @@ impl Default for RawIngest {
 }
 impl Default for RawWeb {
     fn default() -> Self {
-        RawWeb { listen: default_web() }
+        RawWeb {
+            listen: default_web(),
+            refresh_secs: default_refresh(),
+            public_read: true,
+            session_ttl_secs: default_session_ttl(),
+            secure_cookies: false,
+            admin: Vec::new(),
+        }
     }
 }
 fn unspanned<T>(v: T) -> Spanned<T> {
@@ -384,6 +424,8 @@ pub struct Config {
     pub max_clock_skew: Duration,
     pub max_sample_age: Duration,
     pub web_listen: SocketAddr,
+    /// `[web]`: the dashboard's settings.
+    pub web: ganglion_web::WebConfig,
     pub clusters: BTreeMap<String, ClusterConfig>,
     pub data_dir: PathBuf,
     pub engine: crate::engine::EngineConfig,
@@ -767,6 +809,26 @@ impl Config {
         if admin_token.as_ref().is_some_and(|t| t.chars().count() < 16) {
             problems.push(format!("{origin}: api.admin_token must have at least 16 characters"));
         }
+        for a in &raw.web.admin {
+            if a.user.is_empty() || !ganglion_web::auth::valid_hash(&a.password_hash) {
+                problems.push(format!(
+                    "{origin}: web.admin {}: needs a user and an argon2 password_hash (ganglion hash-password)",
+                    name::escaped(&a.user)
+                ));
+            }
+        }
+        let web = ganglion_web::WebConfig {
+            refresh_secs: raw.web.refresh_secs,
+            public_read: raw.web.public_read,
+            admins: raw
+                .web
+                .admin
+                .iter()
+                .map(|a| ganglion_web::Admin { user: a.user.clone(), password_hash: a.password_hash.clone() })
+                .collect(),
+            session_ttl: Duration::from_secs(raw.web.session_ttl_secs.max(60)),
+            secure_cookies: raw.web.secure_cookies,
+        };
         let defs =
             match crate::engine::defs::Defs::build(raw.templates, raw.services, raw.checks.default_pack, defaults) {
                 Ok(d) => Some(d),
@@ -781,6 +843,7 @@ impl Config {
         Ok(Config {
             ingest_listen: ingest_listen.expect("checked above"),
             web_listen: web_listen.expect("checked above"),
+            web,
             max_frame_bytes: raw.ingest.max_frame_bytes,
             max_connections: raw.ingest.max_connections,
             max_clock_skew: Duration::from_secs(raw.ingest.max_clock_skew_secs),
@@ -937,6 +1000,7 @@ host_expire_secs = 0
             heartbeat_secs: Some(unspanned(1)),
             archives: Some(vec![]),
         }));
+        raw.web.admin.push(RawAdmin { user: "u".into(), password_hash: "h".into() });
         let value = toml::Value::try_from(&raw).unwrap();
         let mut missing = Vec::new();
         for (section, v) in value.as_table().unwrap() {

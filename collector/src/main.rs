@@ -19,10 +19,12 @@
 //! - `loadgen`: simulated agents for `scripts/bench-ingest`.
 //! - `nsca`: the NSCA listener for passive results from `send_nsca`.
 //! - `import`: `ganglion import-rrd`, a Ganglia RRD tree into a stopped collector's storage.
+//! - `dashboard`: what the dashboard (`ganglion-web`) reads, from state, storage and checks.
 
 mod api;
 mod cli_checks;
 mod config;
+mod dashboard;
 mod demo;
 mod durable;
 mod engine;
@@ -83,6 +85,9 @@ enum Command {
         #[command(subcommand)]
         cmd: cli_checks::ChecksCommand,
     },
+    /// Hash a dashboard admin password for `[[web.admin]] password_hash` (reads it from
+    /// standard input, one line).
+    HashPassword,
     /// One evaluation round of many metric checks in-process (for scripts/bench-checks).
     #[command(hide = true)]
     BenchChecks(engine::bench::BenchArgs),
@@ -139,6 +144,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ack(args) => cli_checks::ack(args),
         Command::Downtime(args) => cli_checks::downtime(args),
         Command::Checks { cmd } => cli_checks::checks(cmd),
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                anyhow::bail!("the password is empty");
+            }
+            println!("{}", ganglion_web::auth::hash_password(password).map_err(|e| anyhow::anyhow!(e))?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::BenchChecks(args) => engine::bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Loadgen(args) => {
             // One thread, so the collector under test keeps the other core.

@@ -140,12 +140,14 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         }));
     }
 
-    let app = ganglion_web::router().merge(api::router(api_ctx)).merge(crate::engine::api::router(checks_api)).layer(
-        tower_http::timeout::TimeoutLayer::with_status_code(
+    let dashboard = Arc::new(crate::dashboard::Dashboard { ctx: api_ctx.clone() });
+    let app = ganglion_web::router(dashboard, config.web.clone())
+        .merge(api::router(api_ctx))
+        .merge(crate::engine::api::router(checks_api))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
-        ),
-    );
+        ));
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let served =

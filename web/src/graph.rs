@@ -403,12 +403,40 @@ fn value_range(spec: &GraphSpec, tops: &[Vec<(i64, Option<f64>)>]) -> (f64, f64)
     (lo, top)
 }
 
+/// Font size of a graph of `height` pixels.
+fn font_size(height: u32) -> f64 {
+    (f64::from(height) / 18.0).clamp(9.0, 13.0)
+}
+
+fn is_small(width: u32, height: u32) -> bool {
+    width < 240 || height < 120
+}
+
+fn y_label_width(width: u32, height: u32) -> u32 {
+    let fs = font_size(height) as u32;
+    if is_small(width, height) {
+        fs * 3
+    } else {
+        fs * 4 + 8
+    }
+}
+
+const MARGIN_LEFT: u32 = 2;
+const MARGIN_RIGHT: u32 = 8;
+
+/// Left edge and width of the plot area in a graph of this size, in pixels: pages use
+/// it to turn a drag on the image into a time range.
+pub fn plot_x(width: u32, height: u32) -> (u32, u32) {
+    let left = MARGIN_LEFT + y_label_width(width, height);
+    (left, width.saturating_sub(left + MARGIN_RIGHT))
+}
+
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &GraphSpec) -> Result<(), GraphError> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| GraphError::Draw(e.to_string());
     root.fill(&WHITE).map_err(err)?;
     // Text scales a little with the graph so small tiles stay readable and large
     // graphs do not look empty.
-    let fs = (f64::from(spec.height) / 18.0).clamp(9.0, 13.0);
+    let fs = font_size(spec.height);
     let text = |size: f64| (FONT, size).into_font();
     let legend_rows = if spec.legend { spec.lines.len() } else { 0 };
     let row_h = (fs * 1.35).ceil() as u32;
@@ -423,13 +451,13 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &GraphSpec) -> 
     let span = spec.end - spec.start;
 
     let mut builder = ChartBuilder::on(&upper);
-    builder.margin_top(4).margin_right(8).margin_left(2);
+    builder.margin_top(4).margin_right(MARGIN_RIGHT).margin_left(MARGIN_LEFT);
     if !spec.title.is_empty() {
         builder.caption(&spec.title, text(fs + 1.0));
     }
-    let small = spec.width < 240 || spec.height < 120;
+    let small = is_small(spec.width, spec.height);
     builder.x_label_area_size(if small { fs as u32 + 4 } else { fs as u32 + 8 });
-    builder.y_label_area_size(if small { fs as u32 * 3 } else { fs as u32 * 4 + 8 });
+    builder.y_label_area_size(y_label_width(spec.width, spec.height));
     let mut chart = builder.build_cartesian_2d(spec.start..spec.end, lo..hi).map_err(err)?;
 
     let unit = if spec.vertical_label.is_empty() {

@@ -1,49 +1,154 @@
-//! ganglion's dashboard pages.
+//! ganglion's dashboard: Ganglia-style graph browsing and Nagios-style status pages,
+//! server-rendered, with graphs drawn in process.
 //!
-//! This crate owns the HTML the collector serves to browsers. It does not own any data:
-//! the pages read the collector's JSON API (`/api/v1/...`) from the browser, so the
-//! crate has no dependency on the collector and the API stays the one source of truth.
-//! Today it is a grid → cluster → host browser of current values with auto-refresh;
-//! graphs come with the storage.
+//! This crate owns the pages, the graph images and the admin sign-in. It owns no data:
+//! everything is read through the [`DashboardSource`] the collector implements and
+//! passes to [`router`], so the crate does not depend on the collector (dependencies
+//! point `web ← collector`).
 //!
-//! Layout: [`router`] mounts `/` (the single page, `index.html`); [`graph`] draws
-//! time-series graphs as PNG and SVG (also used for graphs inlined in alert emails).
+//! Layout:
+//! - [`source`]: the [`DashboardSource`] trait and the data types that cross it;
+//! - [`graph`]: PNG and SVG graphs (also used for graphs inlined in alert emails);
+//! - [`charts`]: `/graph.png` and `/graph.svg` queries → series → graph;
+//! - [`pages`]: the HTML pages and their JSON (`?format=json`);
+//! - [`html`]: page frame, styles, the small script (auto-refresh, drag zoom, filter);
+//! - [`auth`], [`actions`]: sign-in, sessions, CSRF, and the admin actions.
 //!
-//! ```
-//! let app: axum::Router = ganglion_web::router();
+//! ```no_run
+//! # fn source() -> std::sync::Arc<dyn ganglion_web::DashboardSource> { unimplemented!() }
+//! let app: axum::Router = ganglion_web::router(source(), ganglion_web::WebConfig::default());
 //! # drop(app);
 //! ```
 
+pub mod actions;
+pub mod auth;
+pub mod charts;
 pub mod graph;
+pub mod html;
+pub mod pages;
+pub mod source;
 
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 
-const INDEX: &str = include_str!("index.html");
+pub use auth::Admin;
+pub use source::DashboardSource;
 
-/// The dashboard's routes, to be merged with the API's.
-pub fn router() -> Router {
-    Router::new().route("/", get(index))
+/// The dashboard's settings (the collector's `[web]` section).
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Seconds between the pages' automatic refreshes; 0 turns it off.
+    pub refresh_secs: u64,
+    /// Whether the read-only pages are open without signing in.
+    pub public_read: bool,
+    /// Accounts that may sign in and act.
+    pub admins: Vec<Admin>,
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// Mark cookies `Secure` (when the dashboard is served over HTTPS by a proxy).
+    pub secure_cookies: bool,
 }
 
-async fn index() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX)
+impl Default for WebConfig {
+    fn default() -> WebConfig {
+        WebConfig {
+            refresh_secs: 60,
+            public_read: true,
+            admins: Vec::new(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+        }
+    }
+}
+
+/// What every route shares.
+pub struct App {
+    pub src: Arc<dyn DashboardSource>,
+    pub config: WebConfig,
+    pub auth: auth::Auth,
+    /// Ingest counters at the previous health view, for rates.
+    last_health: Mutex<Option<(Instant, serde_json::Value)>>,
+}
+
+impl App {
+    /// Unix seconds now.
+    pub fn now(&self) -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+}
+
+/// The dashboard's routes, to be merged with the API's.
+pub fn router(src: Arc<dyn DashboardSource>, config: WebConfig) -> Router {
+    let auth = auth::Auth::new(config.admins.clone(), config.session_ttl, config.secure_cookies);
+    let app = Arc::new(App { src, config, auth, last_health: Mutex::new(None) });
+    Router::new()
+        .route("/", get(pages::grid))
+        .route("/cluster", get(pages::cluster))
+        .route("/host", get(pages::host))
+        .route("/metric", get(pages::metric))
+        .route("/compare", get(pages::compare))
+        .route("/search", get(pages::search))
+        .route("/problems", get(pages::problems))
+        .route("/check", get(pages::check))
+        .route("/health", get(pages::health))
+        .route("/graph.png", get(graph_png))
+        .route("/graph.svg", get(graph_svg))
+        .route("/login", get(actions::login_form).post(actions::login))
+        .route("/logout", post(actions::logout))
+        .route("/action", post(actions::action))
+        .with_state(app)
+}
+
+async fn graph(app: Arc<App>, headers: axum::http::HeaderMap, q: charts::GraphQuery, svg: bool) -> Response {
+    if let Err(r) = pages::viewer(&app, &headers) {
+        return r.into_response();
+    }
+    let now = app.now();
+    let built = tokio::task::spawn_blocking(move || {
+        let spec = charts::build(app.src.as_ref(), &q, now)?;
+        if svg { graph::render_svg(&spec).map(|s| s.into_bytes()) } else { graph::render_png(&spec) }
+            .map_err(|e| charts::ChartError::Internal(e.to_string()))
+    })
+    .await;
+    let ctype = if svg { "image/svg+xml" } else { "image/png" };
+    match built {
+        Ok(Ok(bytes)) => {
+            ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "max-age=10")], bytes).into_response()
+        }
+        Ok(Err(charts::ChartError::BadRequest(m))) => (StatusCode::BAD_REQUEST, m).into_response(),
+        Ok(Err(charts::ChartError::NotFound(m))) => (StatusCode::NOT_FOUND, m).into_response(),
+        Ok(Err(charts::ChartError::Internal(m))) => {
+            tracing::error!(error = %m, "Graph failed.");
+            (StatusCode::INTERNAL_SERVER_ERROR, "graph failed; see the collector log").into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Graph task failed.");
+            (StatusCode::INTERNAL_SERVER_ERROR, "graph failed; see the collector log").into_response()
+        }
+    }
+}
+
+async fn graph_png(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<charts::GraphQuery>,
+) -> Response {
+    graph(app, headers, q, false).await
+}
+
+async fn graph_svg(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<charts::GraphQuery>,
+) -> Response {
+    graph(app, headers, q, true).await
 }
 
 #[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn serves_index_page_that_reads_the_api() {
-        let resp = super::router().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(text.contains("/api/v1/clusters"));
-    }
-}
+mod tests;

@@ -235,6 +235,12 @@ pub enum Control {
         text: String,
     },
     RemoveComment(u64),
+    /// Run a host's check (service `None`: every check of the host) at the next round.
+    Recheck {
+        cluster: Option<String>,
+        host: String,
+        service: Option<String>,
+    },
 }
 
 /// Why a command was not carried out.
@@ -531,6 +537,9 @@ fn handle_message(table: &Mutex<Table>, stats: &EngineStats, writer: &Writer, ms
                     Control::RemoveComment(id) => {
                         t.remove_comment(id).map(|b| (b, serde_json::json!({ "removed": id })))
                     }
+                    Control::Recheck { cluster, host, service } => t
+                        .recheck(cluster.as_deref(), &host, service.as_deref(), now)
+                        .map(|n| (db::Batch::default(), serde_json::json!({ "rechecks": n }))),
                 }
             };
             match applied {

@@ -758,6 +758,39 @@ impl Table {
         Ok(())
     }
 
+    /// Makes a host's checks (or one service) due at `now`, so the next scheduling round
+    /// runs them instead of waiting for their interval; returns how many were made due.
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`] when nothing matches.
+    pub fn recheck(
+        &mut self,
+        cluster: Option<&str>,
+        host: &str,
+        service: Option<&str>,
+        now: i64,
+    ) -> Result<usize, ControlError> {
+        let mut n = 0;
+        for (_, m) in self.hosts.iter_mut().filter(|(c, _)| cluster.is_none_or(|x| x == c.as_str())) {
+            let Some(entry) = m.get_mut(host) else { continue };
+            if service.is_none() {
+                entry.host_next_check = now;
+                n += 1;
+            }
+            for inst in entry.services.iter_mut().filter(|i| service.is_none_or(|s| s == i.def.name.as_str())) {
+                if !inst.running {
+                    inst.next_check = inst.next_check.min(now);
+                }
+                n += 1;
+            }
+            entry.next_due = entry.next_due.min(now);
+        }
+        if n == 0 {
+            return Err(ControlError::NotFound(not_found(host, service)));
+        }
+        Ok(n)
+    }
+
     /// Places an acknowledgement on a host (service `None`) or service, in every cluster
     /// that has it; returns the batch to write and how many objects were acknowledged.
     ///
