@@ -29,7 +29,18 @@ pub struct DemoArgs {
     /// Seconds between the demo agent's collections.
     #[arg(long, default_value_t = 5)]
     interval_secs: u64,
+    /// Also simulate this many hosts in clusters `web`, `db` and `batch`, over the real
+    /// protocol, with a day of history (a noisy neighbour, a filling disk, a busy host
+    /// and one that goes silent among them).
+    #[arg(long, default_value_t = 0)]
+    simulate: usize,
+    /// Password of the dashboard's `admin` account; default: a random one, printed.
+    #[arg(long, env = "GANGLION_DEMO_PASSWORD")]
+    admin_password: Option<String>,
 }
+
+/// Clusters of the simulated hosts.
+const SIM_CLUSTERS: [&str; 3] = ["web", "db", "batch"];
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
@@ -37,6 +48,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     rand::thread_rng().fill_bytes(&mut raw_key);
     let key = hex::encode(raw_key);
     let mut config = Config::demo(args.ingest, args.web, &key, &args.data);
+    if args.simulate > 0 {
+        for name in SIM_CLUSTERS {
+            let c = config.clusters["demo"].clone();
+            config.clusters.insert(name.to_owned(), c);
+        }
+    }
+    let admin_password = args.admin_password.clone().unwrap_or_else(|| {
+        let mut raw = [0u8; 9];
+        rand::thread_rng().fill_bytes(&mut raw);
+        hex::encode(raw)
+    });
+    config.web.admins = vec![ganglion_web::Admin {
+        user: "admin".into(),
+        password_hash: ganglion_web::auth::hash_password(&admin_password).map_err(|e| anyhow::anyhow!(e))?,
+    }];
+    config.web.refresh_secs = 30;
     // Checks: NSCA as a stock send_nsca configuration speaks it, and an admin token for
     // acks and downtime from this run's output.
     config.nsca = Some(crate::nsca::NscaConfig {
@@ -67,6 +94,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let host = agent_config.host.clone();
     let _agent = ganglion_agent::run(agent_config, shutdown.clone()).await.context("starting the demo agent")?;
 
+    let sim = (args.simulate > 0).then(|| {
+        let sim = crate::simulate::Simulation {
+            addr: running.ingest_addr.to_string(),
+            key: key.clone(),
+            hosts: args.simulate,
+            clusters: SIM_CLUSTERS.iter().map(|s| (*s).to_owned()).collect(),
+            interval: Duration::from_secs(args.interval_secs.max(1)),
+            history: Duration::from_secs(86_400),
+            silent_after: Duration::from_secs(120),
+        };
+        tokio::spawn(crate::simulate::run(sim, shutdown.clone()))
+    });
     println!("ganglion demo is running (Ctrl-C to stop)");
     println!("  dashboard:  http://{}/", running.web_addr);
     println!("  API:        http://{}/api/v1/health", running.web_addr);
@@ -76,10 +115,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(nsca) = running.nsca_addr {
         println!("  NSCA:       {nsca} (send_nsca with encryption_method=1, no password)");
     }
+    if args.simulate > 0 {
+        println!("  simulated:  {} hosts in clusters {}", args.simulate, SIM_CLUSTERS.join(", "));
+    }
+    println!("  sign in:    http://{}/login as admin, password {admin_password}", running.web_addr);
     println!("  admin:      token {admin_token} (ganglion ack|downtime --api http://{} --token ...)", running.web_addr);
     crate::wait_for_signal().await?;
     tracing::info!("Stopping.");
     shutdown.cancel();
+    if let Some(sim) = sim {
+        let _ = sim.await;
+    }
     running.stopped().await;
     Ok(())
 }

@@ -139,15 +139,14 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn host(
-    i: usize,
-    args: &LoadgenArgs,
-    counters: &Counters,
-    go: &tokio_util::sync::CancellationToken,
-    stop: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let key = args.key.as_bytes();
-    let stream = TcpStream::connect(&args.addr).await.context("connect")?;
+/// Connects, reads the challenge and sends the signed hello: a simulated agent's
+/// start, shared with `ganglion demo --simulate`.
+pub(crate) async fn handshake(
+    addr: &str,
+    key: &[u8],
+    hello: &Hello,
+) -> anyhow::Result<(FrameReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf, [u8; 16])> {
+    let stream = TcpStream::connect(addr).await.context("connect")?;
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, frame::DEFAULT_MAX_FRAME_BYTES);
@@ -157,6 +156,18 @@ async fn host(
         .context("closed before challenge")?;
     let _: Challenge = msg::decode(&ch.payload)?;
     let nonce = ch.nonce;
+    wr.write_all(&frame::seal(Kind::Hello, 0, nonce, Some(key), &msg::encode(hello)?)).await?;
+    Ok((reader, wr, nonce))
+}
+
+async fn host(
+    i: usize,
+    args: &LoadgenArgs,
+    counters: &Counters,
+    go: &tokio_util::sync::CancellationToken,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let key = args.key.as_bytes();
     let metrics: Vec<MetricMeta> = (0..args.metrics)
         .map(|m| MetricMeta {
             id: m as u32,
@@ -176,7 +187,7 @@ async fn host(
         facts: Facts { hostname: format!("sim-{i:05}"), ..Facts::default() },
         metrics,
     };
-    wr.write_all(&frame::seal(Kind::Hello, 0, nonce, Some(key), &msg::encode(&hello)?)).await?;
+    let (mut reader, mut wr, nonce) = handshake(&args.addr, key, &hello).await?;
     counters.connected.fetch_add(1, Ordering::Relaxed);
     tokio::select! { () = go.cancelled() => {}, () = stop.cancelled() => return Ok(()) }
     let mut values: Vec<(u32, f64)> = (0..args.metrics as u32).map(|m| (m, f64::from(m))).collect();

@@ -17,6 +17,7 @@
 //! - `durable`: one thread waiting for the storage journal on behalf of every connection.
 //! - `demo`: collector + dashboard + an agent for this host in one process.
 //! - `loadgen`: simulated agents for `scripts/bench-ingest`.
+//! - `simulate`: plausible simulated hosts for `ganglion demo --simulate N`.
 //! - `nsca`: the NSCA listener for passive results from `send_nsca`.
 //! - `import`: `ganglion import-rrd`, a Ganglia RRD tree into a stopped collector's storage.
 //! - `dashboard`: what the dashboard (`ganglion-web`) reads, from state, storage and checks.
@@ -33,6 +34,7 @@ mod ingest;
 mod loadgen;
 mod nsca;
 mod server;
+mod simulate;
 mod state;
 mod stats;
 

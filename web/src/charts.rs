@@ -137,18 +137,19 @@ fn report(name: &str) -> Option<(&'static str, Mode, &'static [ReportLine])> {
         ("cpu_num", "CPUs", (0xdd, 0x44, 0x22)),
         ("proc_run", "Running", (0x10, 0x96, 0x18)),
     ];
+    // The agent reports what /proc/meminfo has (no "used"): total and available as
+    // lines, with the cache and the free memory under them.
     const MEM: &[ReportLine] = &[
-        ("mem_used", "Use", (0x33, 0x66, 0xcc)),
-        ("mem_shared", "Share", (0x00, 0x99, 0xc6)),
+        ("mem_total", "Total", (0x99, 0x99, 0x99)),
+        ("mem_available", "Available", (0x33, 0x66, 0xcc)),
         ("mem_cached", "Cache", (0x10, 0x96, 0x18)),
-        ("mem_buffers", "Buffer", (0xff, 0x99, 0x00)),
-        ("mem_free", "Free", (0xdd, 0xdd, 0xdd)),
+        ("mem_free", "Free", (0xff, 0x99, 0x00)),
     ];
     const NET: &[ReportLine] = &[("bytes_in", "In", (0x10, 0x96, 0x18)), ("bytes_out", "Out", (0x33, 0x66, 0xcc))];
     match name {
         "cpu" => Some(("CPU", Mode::Stacked, CPU)),
         "load" => Some(("Load", Mode::Lines, LOAD)),
-        "mem" => Some(("Memory", Mode::Stacked, MEM)),
+        "mem" => Some(("Memory", Mode::Lines, MEM)),
         "network" => Some(("Network", Mode::Lines, NET)),
         _ => None,
     }
