@@ -23,6 +23,7 @@ pub struct ApiContext {
     pub started: Instant,
     pub engine: EngineHandle,
     pub store: Arc<ganglion_store::engine::Store>,
+    pub alerts: crate::alerts::AlertsHandle,
 }
 
 /// An API failure: status plus a plain message.
@@ -60,6 +61,7 @@ pub fn health_doc(ctx: &ApiContext) -> serde_json::Value {
         "checks": crate::engine::api::health(&ctx.engine),
         "nsca": crate::engine::api::nsca_health(&ctx.engine),
         "storage": storage_counters(&ctx.store),
+        "alerts": ctx.alerts.health(),
     })
 }
 
@@ -231,9 +233,17 @@ mod tests {
         let (engine, _) =
             crate::engine::start(config.engine, state.clone(), tokio_util::sync::CancellationToken::new()).unwrap();
         let store = Arc::new(ganglion_store::engine::Store::open(&dir.path().join("store"), config.storage).unwrap());
+        let alerts = crate::alerts::AlertsHandle::inactive(dir.path());
         // The engine and the store keep their files open; the directory may go.
         drop(dir);
-        Arc::new(ApiContext { state, stats: Arc::new(Stats::default()), started: Instant::now(), engine, store })
+        Arc::new(ApiContext {
+            state,
+            stats: Arc::new(Stats::default()),
+            started: Instant::now(),
+            engine,
+            store,
+            alerts,
+        })
     }
 
     async fn get_json(path: &str) -> (StatusCode, serde_json::Value) {

@@ -47,6 +47,20 @@ pub struct RawConfig {
     pub nsca: RawNsca,
     #[serde(default)]
     pub api: RawApi,
+    /// Alerting: people, who gets what, timing, mail server, webhooks (`alerts::config`).
+    #[serde(default, rename = "contact")]
+    pub contacts: Vec<crate::alerts::config::RawContact>,
+    #[serde(default, rename = "contactgroup")]
+    pub contactgroups: Vec<crate::alerts::config::RawContactGroup>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<crate::alerts::config::RawRoute>,
+    #[serde(default, rename = "escalation")]
+    pub escalations: Vec<crate::alerts::config::RawEscalation>,
+    #[serde(default)]
+    pub alerts: crate::alerts::config::RawAlerts,
+    pub smtp: Option<crate::alerts::config::RawSmtp>,
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<crate::alerts::config::RawWebhook>,
 }
 
 /// The NSCA listener for passive results from `send_nsca` (off unless `listen` is set).
@@ -437,6 +451,7 @@ pub struct Config {
     /// `[[storage.rule]]`, in order.
     pub storage_rules: Vec<ganglion_store::engine::ArchiveRule>,
     pub expire_grace: Duration,
+    pub alerts: crate::alerts::config::AlertsConfig,
 }
 
 /// Every problem of a configuration, one per line, with positions.
@@ -714,6 +729,19 @@ impl Config {
                 },
             );
         }
+        let alerts = crate::alerts::config::build(
+            crate::alerts::config::RawSections {
+                contacts: &raw.contacts,
+                groups: &raw.contactgroups,
+                routes: &raw.routes,
+                escalations: &raw.escalations,
+                alerts: &raw.alerts,
+                smtp: raw.smtp.as_ref(),
+                webhooks: &raw.webhooks,
+            },
+            web_listen,
+            &mut problem,
+        );
         if clusters.is_empty() {
             problems.push(format!("{origin}: no [[cluster]] defined; agents would all be refused"));
         }
@@ -865,6 +893,7 @@ impl Config {
             storage_rules,
             expire_grace: Duration::from_secs(raw.storage.expire_grace_secs),
             data_dir: raw.data_dir,
+            alerts,
         })
     }
 

@@ -21,7 +21,10 @@
 //! - `nsca`: the NSCA listener for passive results from `send_nsca`.
 //! - `import`: `ganglion import-rrd`, a Ganglia RRD tree into a stopped collector's storage.
 //! - `dashboard`: what the dashboard (`ganglion-web`) reads, from state, storage and checks.
+//! - `alerts`: notifications (contacts, routes, escalations, grouping, the outbox,
+//!   email, SMS and webhooks) and `ganglion notify test`.
 
+mod alerts;
 mod api;
 mod cli_checks;
 mod config;
@@ -90,9 +93,25 @@ enum Command {
     /// Hash a dashboard admin password for `[[web.admin]] password_hash` (reads it from
     /// standard input, one line).
     HashPassword,
+    /// Notifications: `ganglion notify test CONTACT --config FILE` sends a test message
+    /// through each of the contact's channels.
+    Notify {
+        #[command(subcommand)]
+        cmd: NotifyCommand,
+    },
     /// One evaluation round of many metric checks in-process (for scripts/bench-checks).
     #[command(hide = true)]
     BenchChecks(engine::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send a test message to CONTACT by email, SMS email and webhook, as configured.
+    Test {
+        contact: String,
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -154,6 +173,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("the password is empty");
             }
             println!("{}", ganglion_web::auth::hash_password(password).map_err(|e| anyhow::anyhow!(e))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify { cmd: NotifyCommand::Test { contact, config } } => {
+            let config = config::Config::load(&config).with_context(|| format!("reading {}", config.display()))?;
+            for line in alerts::send_test(&config.alerts, &contact)? {
+                println!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchChecks(args) => engine::bench::run(&args).map(|()| ExitCode::SUCCESS),

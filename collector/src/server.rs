@@ -108,15 +108,20 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     engine_cfg.store = Some(crate::engine::SeriesStore(store.clone()));
     let (engine, engine_task) = crate::engine::start(engine_cfg, state.clone(), shutdown.clone())
         .with_context(|| format!("starting the checks engine ({})", config.engine.state_db.display()))?;
+    let (alerts, alerts_task) =
+        crate::alerts::start(&config.alerts, engine.clone(), &config.data_dir, None, shutdown.clone())
+            .context("starting alerting")?;
     let api_ctx = Arc::new(ApiContext {
         state: state.clone(),
         stats: stats.clone(),
         started: Instant::now(),
         engine: engine.clone(),
         store: store.clone(),
+        alerts: alerts.clone(),
     });
 
     let mut tasks = vec![engine_task];
+    tasks.extend(alerts_task);
     let token = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = ingest::serve(ingest_listener, ingest_ctx, token).await {
@@ -144,6 +149,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     let app = ganglion_web::router(dashboard, config.web.clone())
         .merge(api::router(api_ctx))
         .merge(crate::engine::api::router(checks_api))
+        .merge(crate::alerts::router(alerts))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

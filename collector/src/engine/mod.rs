@@ -743,6 +743,11 @@ impl EngineHandle {
         lock(&self.table).views(now_secs())
     }
 
+    /// What alerting needs this second (blocking; see [`table::Table::alert_view`]).
+    pub fn alert_view(&self, watched: &std::collections::HashSet<CheckKey>) -> Vec<crate::alerts::logic::Observed> {
+        lock(&self.table).alert_view(now_secs(), watched)
+    }
+
     /// The effective checks of a host with where each setting came from.
     pub fn effective(&self, cluster: &str, host: &str) -> Vec<Arc<Effective>> {
         let t = lock(&self.table);
@@ -768,7 +773,7 @@ impl EngineHandle {
     }
 
     /// A receiver of every [`CheckEvent`] from now on.
-    #[cfg_attr(not(test), allow(dead_code, reason = "the alerting layer will subscribe"))]
+    #[cfg_attr(not(test), allow(dead_code, reason = "alerting reads the table on its timer instead"))]
     pub fn subscribe(&self) -> broadcast::Receiver<CheckEvent> {
         self.events.subscribe()
     }

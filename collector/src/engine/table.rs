@@ -1033,6 +1033,72 @@ impl Table {
         out.sort_by(|a, b| (&a.cluster, &a.host, &a.service).cmp(&(&b.cluster, &b.host, &b.service)));
         out
     }
+
+    /// What the alerting layer looks at each second: every HARD problem, every flapping
+    /// check, and the `watched` checks whatever their state. Cheap for the checks in
+    /// none of these (a comparison each), so a round over a large table stays short.
+    pub fn alert_view(
+        &self,
+        now: i64,
+        watched: &std::collections::HashSet<super::CheckKey>,
+    ) -> Vec<crate::alerts::logic::Observed> {
+        use crate::alerts::logic::Observed;
+        let mut out = Vec::new();
+        // Keys are only built for hosts with a watched check.
+        let watched_hosts: HashSet<&str> = watched.iter().map(|k| k.1.as_str()).collect();
+        let wanted = |c: &str, h: &str, s: &str| {
+            watched_hosts.contains(h) && watched.contains(&(c.to_owned(), h.to_owned(), s.to_owned()))
+        };
+        for (c, m) in &self.hosts {
+            for (h, e) in m {
+                let host_up = e.check.status.state == HostState::Up;
+                let host_dt = self.ctx.in_downtime(h, None, now);
+                let st = &e.check.status;
+                let host_problem = !host_up && st.state_type == StateType::Hard;
+                if host_problem || e.check.flap.is_flapping || wanted(c, h, "") {
+                    out.push(Observed {
+                        key: (c.clone(), h.clone(), String::new()),
+                        state: st.state.to_string(),
+                        good: host_up,
+                        hard: st.state_type == StateType::Hard,
+                        attempt: st.attempt,
+                        max_attempts: 1,
+                        since: st.last_hard_state_change.unwrap_or(now),
+                        output: e.check.output.output.clone(),
+                        perfdata: e.check.output.perfdata.clone(),
+                        acknowledged: e.check.ack.is_some(),
+                        in_downtime: host_dt,
+                        flapping: e.check.flap.is_flapping,
+                        host_up: true,
+                    });
+                }
+                for i in &e.services {
+                    let st = &i.obj.status;
+                    let problem = !st.state.is_good() && st.state_type == StateType::Hard;
+                    if !(problem || i.obj.flap.is_flapping || wanted(c, h, &i.def.name)) {
+                        continue;
+                    }
+                    let output = i.output();
+                    out.push(Observed {
+                        key: (c.clone(), h.clone(), i.def.name.clone()),
+                        state: st.state.to_string(),
+                        good: st.state.is_good(),
+                        hard: st.state_type == StateType::Hard,
+                        attempt: st.attempt,
+                        max_attempts: i.def.settings.max_check_attempts,
+                        since: st.last_hard_state_change.unwrap_or(now),
+                        output: output.output,
+                        perfdata: output.perfdata,
+                        acknowledged: i.obj.ack.is_some(),
+                        in_downtime: host_dt || self.ctx.in_downtime(h, Some(&i.def.name), now),
+                        flapping: i.obj.flap.is_flapping,
+                        host_up,
+                    });
+                }
+            }
+        }
+        out
+    }
 }
 
 fn find_host_mut<'a>(
