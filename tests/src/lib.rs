@@ -596,3 +596,166 @@ pub fn toml_string(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// Reads a Maildir with Python's `email` package (a real MIME parser) and prints one
+/// JSON object per message: headers, the decoded text and HTML parts, inline images.
+const MAILDIR_TO_JSON: &str = r#"
+import email, email.policy, json, os, sys
+out = []
+d = os.path.join(sys.argv[1], "new")
+for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+    with open(os.path.join(d, name), "rb") as f:
+        m = email.message_from_binary_file(f, policy=email.policy.default)
+    text = m.get_body(preferencelist=("plain",))
+    html = m.get_body(preferencelist=("html",))
+    images = [p.get_content_type() for p in m.walk() if p.get_content_maintype() == "image"]
+    out.append({
+        "file": name,
+        "to": str(m["To"]), "from": str(m["From"]), "subject": str(m["Subject"]),
+        "message_id": str(m["Message-ID"]), "rcpt": str(m["X-RcptTo"]),
+        "text": text.get_content() if text is not None else None,
+        "html": html.get_content() if html is not None else None,
+        "images": images,
+    })
+print(json.dumps(out))
+"#;
+
+/// A real SMTP server on loopback: Debian's `aiosmtpd` (python3-aiosmtpd) with its
+/// Maildir handler, so every accepted message is a file.
+pub struct SmtpSink {
+    pub proc: Proc,
+    pub port: u16,
+    pub maildir: PathBuf,
+    dir: PathBuf,
+    starts: u32,
+}
+
+impl SmtpSink {
+    pub fn start(dir: &Path) -> SmtpSink {
+        require("aiosmtpd", "python3-aiosmtpd");
+        let mut s = SmtpSink {
+            proc: Proc::spawn("smtp-unused", Command::new("true"), dir.join("smtp-unused.log")),
+            port: free_port(),
+            maildir: dir.join("maildir"),
+            dir: dir.to_owned(),
+            starts: 0,
+        };
+        s.restart();
+        s
+    }
+
+    /// Starts (again) on the same port and Maildir.
+    pub fn restart(&mut self) {
+        self.starts += 1;
+        // The Debian script, run by the system Python that has the module (a `python3`
+        // earlier on PATH may be another installation without it).
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.args(["/usr/bin/aiosmtpd", "-n", "-l", &format!("127.0.0.1:{}", self.port)])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&self.maildir);
+        self.proc = Proc::spawn("aiosmtpd", cmd, self.dir.join(format!("smtp-{}.log", self.starts)));
+        let port = self.port;
+        wait_for(Duration::from_secs(15), "aiosmtpd to listen", &[&self.proc], || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    /// Every message received so far, parsed (see [`MAILDIR_TO_JSON`]).
+    pub fn messages(&self) -> Vec<Value> {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", MAILDIR_TO_JSON])
+            .arg(&self.maildir)
+            .output()
+            .expect("running /usr/bin/python3 to read the Maildir");
+        assert!(out.status.success(), "reading the Maildir failed: {}", String::from_utf8_lossy(&out.stderr));
+        match serde_json::from_slice(&out.stdout) {
+            Ok(Value::Array(a)) => a,
+            other => panic!("unexpected Maildir listing {other:?}"),
+        }
+    }
+
+    /// Messages whose `To` contains `to`.
+    pub fn messages_to(&self, to: &str) -> Vec<Value> {
+        self.messages().into_iter().filter(|m| m["to"].as_str().is_some_and(|t| t.contains(to))).collect()
+    }
+}
+
+/// A small HTTP receiver for webhook tests: answers every request 200 (or
+/// `fail_status` while set) and keeps the requests.
+pub struct WebhookReceiver {
+    pub addr: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WebhookReceiver {
+    pub fn start() -> WebhookReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the webhook receiver");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local address").to_string();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (reqs, halt) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                if let Some(req) = read_request(&mut conn) {
+                    reqs.lock().unwrap_or_else(|e| e.into_inner()).push(req);
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                }
+            }
+        });
+        WebhookReceiver { addr, requests, stop }
+    }
+
+    /// (request line, headers with lower-case names, body) of each request so far.
+    pub fn requests(&self) -> Vec<(String, Vec<(String, String)>, String)> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn read_request(conn: &mut TcpStream) -> Option<(String, Vec<(String, String)>, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let first = lines.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
+        .collect();
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((first, headers, String::from_utf8_lossy(&body).into_owned()))
+}

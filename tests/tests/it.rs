@@ -3,6 +3,7 @@
 
 mod it {
     pub mod agent;
+    pub mod alerts;
     pub mod apps;
     pub mod checks;
     pub mod ingest;

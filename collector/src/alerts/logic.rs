@@ -128,7 +128,15 @@ pub struct Track {
     pub fired: BTreeSet<usize>,
     /// `notification_interval` 0 and already notified.
     pub done: bool,
+    /// When the check was last missing from the engine's table (after a restart, until
+    /// its host's agent is back); the record is dropped after [`FORGET_MISSING_SECS`].
+    #[serde(default)]
+    pub missing_since: Option<i64>,
 }
+
+/// A record whose check stays missing this long is dropped (removed from the
+/// configuration, or a host forgotten): a day, far longer than any agent reconnect.
+pub const FORGET_MISSING_SECS: i64 = 86_400;
 
 /// The result of a tick.
 #[derive(Debug, Default)]
@@ -269,11 +277,22 @@ impl Machine {
                 }
             }
         }
-        // A watched check that is gone was removed from the configuration: nothing to say.
-        let gone: Vec<CheckKey> = self.tracks.keys().filter(|k| !seen.contains(*k)).cloned().collect();
-        for k in gone {
-            self.tracks.remove(&k);
-            out.changed.push((k, None));
+        // A watched check missing from the table: its host has not reported since a
+        // restart, or the check was removed. Keep what is owed for a while, say nothing.
+        let missing: Vec<CheckKey> = self.tracks.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+        for k in missing {
+            let Some(t) = self.tracks.get_mut(&k) else { continue };
+            match t.missing_since {
+                None => {
+                    t.missing_since = Some(now);
+                    out.changed.push((k, Some(t.clone())));
+                }
+                Some(since) if now - since >= FORGET_MISSING_SECS => {
+                    self.tracks.remove(&k);
+                    out.changed.push((k, None));
+                }
+                Some(_) => {}
+            }
         }
         out
     }
@@ -281,7 +300,10 @@ impl Machine {
     fn step(&self, now: i64, o: &Observed, track: Option<Track>, out: &mut TickOut) -> Option<Track> {
         let problem = !o.good && o.hard;
         let mut t = match track {
-            Some(t) => t,
+            Some(mut t) => {
+                t.missing_since = None;
+                t
+            }
             None if problem || o.flapping => Track {
                 state: "OK".into(),
                 since: o.since,
@@ -293,6 +315,7 @@ impl Machine {
                 in_downtime: o.in_downtime,
                 fired: BTreeSet::new(),
                 done: false,
+                missing_since: None,
             },
             None => return None,
         };
@@ -447,6 +470,23 @@ mod tests {
         assert_eq!(sent(&mut m, 5001, vec![obs("OK", 5001)]), [p("alice", NoteKind::Recovery, "OK")]);
         assert!(m.track(&obs("OK", 0).key).is_none());
         assert!(sent(&mut m, 5002, vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_check_missing_for_a_while_keeps_its_record() {
+        let mut m = machine("[alerts]\nnotification_interval_secs = 0\n");
+        assert_eq!(sent(&mut m, 100, vec![obs("CRITICAL", 100)]).len(), 2);
+        // After a restart the host is not in the table until its agent is back.
+        assert!(sent(&mut m, 101, vec![]).is_empty());
+        assert!(sent(&mut m, 130, vec![]).is_empty());
+        assert!(sent(&mut m, 131, vec![obs("CRITICAL", 100)]).is_empty(), "not notified again");
+        assert_eq!(sent(&mut m, 132, vec![obs("OK", 132)]).len(), 1, "the recovery is still owed");
+        // Gone for a day: forgotten.
+        sent(&mut m, 200, vec![obs("CRITICAL", 200)]);
+        sent(&mut m, 201, vec![]);
+        assert!(m.track(&obs("OK", 0).key).is_some());
+        sent(&mut m, 201 + FORGET_MISSING_SECS, vec![]);
+        assert!(m.track(&obs("OK", 0).key).is_none());
     }
 
     #[test]
