@@ -684,11 +684,14 @@ impl SmtpSink {
     }
 }
 
-/// A small HTTP receiver for webhook tests: answers every request 200 (or
-/// `fail_status` while set) and keeps the requests.
+/// One request a [`WebhookReceiver`] got: request line, headers (lower-case names), body.
+pub type Request = (String, Vec<(String, String)>, String);
+
+/// A small HTTP receiver for webhook tests: answers every request 200 and keeps the
+/// requests.
 pub struct WebhookReceiver {
     pub addr: String,
-    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>, String)>>>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -718,7 +721,7 @@ impl WebhookReceiver {
     }
 
     /// (request line, headers with lower-case names, body) of each request so far.
-    pub fn requests(&self) -> Vec<(String, Vec<(String, String)>, String)> {
+    pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -729,7 +732,7 @@ impl Drop for WebhookReceiver {
     }
 }
 
-fn read_request(conn: &mut TcpStream) -> Option<(String, Vec<(String, String)>, String)> {
+fn read_request(conn: &mut TcpStream) -> Option<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
