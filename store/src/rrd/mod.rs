@@ -125,6 +125,16 @@ impl Rrd {
                 return Err(DefError::DuplicateDs(d.name.clone()));
             }
         }
+        // What RraDef::parse refuses, for archives that come from elsewhere (a dump).
+        for r in &rra {
+            let name = || format!("RRA:{}:{}:{}:{}", r.cf, r.xff, r.pdp_cnt, r.rows);
+            if !(0.0..1.0).contains(&r.xff) {
+                return Err(DefError::Xff(name()));
+            }
+            if r.rows == 0 || step.checked_mul(r.pdp_cnt).and_then(|s| s.checked_mul(r.rows)).is_none_or(|s| s == 0) {
+                return Err(DefError::Rra(name()));
+            }
+        }
         let ds_cnt = ds.len();
         let pdp = ds.iter().map(|_| PdpPrep { last_ds: "U".to_string(), val: 0.0, unkn_sec: start % step }).collect();
         let mut cdp = Vec::with_capacity(rra.len() * ds_cnt);
