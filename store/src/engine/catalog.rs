@@ -156,8 +156,11 @@ mod tests {
                     key
                 }
             ),
-            (any::<u32>(), any::<u32>(), any::<u32>())
-                .prop_map(|(shard, slot, incarnation)| Op::Remove { shard, slot, incarnation }),
+            (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(shard, slot, incarnation)| Op::Remove {
+                shard,
+                slot,
+                incarnation
+            }),
         ]
     }
 
