@@ -6,7 +6,7 @@
 //! storage heartbeat, so graphs of the last day are filled at once) and then one batch
 //! per interval. Shapes: a daily cycle peaking at 14:00 UTC with per-host noise; host 1
 //! is a noisy neighbour (CPU steal 25–40 %); host 2's disk fills up (part_max_used
-//! crosses 85 % and 95 %); host 3 is busy (load per CPU above 2); host 4 goes silent
+//! is past 85 % from the start and crosses 95 %); host 3 is busy (load per CPU above 2); host 4 goes silent
 //! after `silent_after` and turns DOWN.
 
 use std::f64::consts::PI;
@@ -115,7 +115,7 @@ fn values(i: usize, t: i64, t0: i64, span: i64) -> [f64; 24] {
     let cached = total_kib * (0.35 + 0.05 * n(15));
     let free = total_kib * (0.25 - 0.15 * a + 0.02 * n(13)).max(0.02);
     let used_pct = match r {
-        Role::FillingDisk => (80.0 + 19.0 * (t - t0) as f64 / span as f64).clamp(80.0, 99.0),
+        Role::FillingDisk => (86.0 + 13.0 * (t - t0) as f64 / span as f64).clamp(86.0, 99.0),
         _ => 40.0 + (i % 5) as f64 * 5.0 + 0.05 * n(23),
     };
     let disk_total = 200.0;
@@ -287,7 +287,7 @@ mod tests {
         assert!(at(1, 3)[5] > 20.0, "the noisy neighbour's steal");
         assert!(at(0, 3)[5] < 2.0);
         assert!(values(2, t + 86_000, t, 90_000)[23] > 95.0, "the disk fills");
-        assert!(values(2, t, t, 90_000)[23] < 85.0);
+        assert!(values(2, t, t, 90_000)[23] < 95.0);
         assert!(at(3, 14)[8] / at(3, 14)[0] > 2.0, "the busy host's load per CPU");
     }
 }

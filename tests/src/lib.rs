@@ -9,7 +9,9 @@
 //! file, [`Collector`] and [`Agent`] wrap the two binaries, [`Peer`] runs a real
 //! Apache, MariaDB or memcached on a free port with private directories,
 //! [`require`] fails with an install hint when a peer program is missing,
-//! [`wait_for`] polls with a deadline.
+//! [`wait_for`] polls with a deadline, [`browser::Browser`] drives headless Chromium.
+
+pub mod browser;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -11,4 +11,5 @@ mod it {
     pub mod nsca;
     pub mod reliability;
     pub mod storage;
+    pub mod web;
 }

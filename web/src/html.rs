@@ -214,6 +214,8 @@ pub fn page(f: &Frame<'_>, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                // No favicon request (and no 404 for it in the console).
+                link rel="icon" href="data:,";
                 title { (f.title) " · ganglion" }
                 style { (PreEscaped(STYLE)) }
             }

@@ -662,7 +662,7 @@ pub async fn check(
     let cluster = q.c.clone();
     let src = app.src.clone();
     let (hn, sv, cl) = (host.clone(), service.clone(), cluster.clone());
-    let (check, history, downtimes, comments, perf) = blocking(move || {
+    let (check, history, downtimes, comments, perf, outbox) = blocking(move || {
         let check = src
             .checks()
             .into_iter()
@@ -684,12 +684,14 @@ pub async fn check(
                 .map(|d| d.metrics.into_iter().map(|m| m.name).filter(|m| m.starts_with(&prefix)).collect())
                 .unwrap_or_default()
         };
-        (check, history, downtimes, comments, perf)
+        let outbox = src.notifications();
+        (check, history, downtimes, comments, perf, outbox)
     })
     .await?;
     let c = check.ok_or_else(|| not_found("check", &format!("{host}/{service}")))?;
     if q.json() {
-        return Ok(Json(json!({ "check": c, "history": history, "downtimes": downtimes, "comments": comments, "perfdata_series": perf })).into_response());
+        let sent = outbox.as_ref().map(|o| messages_about(o, &host, &service));
+        return Ok(Json(json!({ "check": c, "history": history, "downtimes": downtimes, "comments": comments, "perfdata_series": perf, "notifications": sent })).into_response());
     }
     let range = q.range();
     let title = if service.is_empty() { format!("Host check of {host}") } else { format!("{service} on {host}") };
@@ -739,28 +741,45 @@ pub async fn check(
             tr { th { "Time" } th { "Author" } th { "Source" } th { "Text" } }
             @for cm in &comments { tr { td { (h::time(cm.time)) } td { (cm.author) } td { (cm.source) } td { (cm.text) } } }
         }
-        h2 { "Notifications" }
-        div #notifications data-host=(host) data-service=(service) { "None recorded." }
-        script { (maud::PreEscaped(NOTIFICATIONS_JS)) }
+        @if let Some(o) = &outbox {
+            h2 { "Notifications" }
+            (messages_table(&messages_about(o, &host, &service)))
+        }
     };
     Ok(Html(page(&f, body).into_string()).into_response())
 }
 
-/// Fills the notifications section from `/api/v1/notifications` when the collector
-/// has alerting; without it (404) the section keeps its text. Text is set with
-/// `textContent`, never as HTML.
-const NOTIFICATIONS_JS: &str = r#"
-(async function(){
-  const el=document.getElementById("notifications");if(!el)return;
-  const p=new URLSearchParams({host:el.dataset.host});if(el.dataset.service)p.set("service",el.dataset.service);
-  try{const r=await fetch("/api/v1/notifications?"+p.toString());if(!r.ok)return;
-    const d=await r.json();const list=Array.isArray(d)?d:(d.notifications||d.items||[]);
-    const rows=list.filter(n=>!n.host||n.host===el.dataset.host);
-    if(!rows.length)return;el.textContent="";const t=document.createElement("table");
-    for(const n of rows.slice(0,50)){const tr=t.insertRow();for(const k of ["time","state","channel","recipient","status"]){tr.insertCell().textContent=n[k]===undefined?"":String(n[k]);}}
-    el.appendChild(t);}catch(e){}
-})();
-"#;
+/// Outbox messages that name this host (and service): their key or subject does.
+fn messages_about(outbox: &serde_json::Value, host: &str, service: &str) -> Vec<serde_json::Value> {
+    let names = |m: &serde_json::Value| {
+        let k = format!("{} {}", m["key"].as_str().unwrap_or(""), m["subject"].as_str().unwrap_or(""));
+        k.contains(host) && (service.is_empty() || k.contains(service))
+    };
+    outbox["messages"].as_array().map(|a| a.iter().filter(|m| names(m)).take(50).cloned().collect()).unwrap_or_default()
+}
+
+fn messages_table(messages: &[serde_json::Value]) -> Markup {
+    let s = |m: &serde_json::Value, k: &str| match &m[k] {
+        serde_json::Value::String(x) => x.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    html! {
+        @if messages.is_empty() { p { "None recorded." } }
+        @else {
+            table {
+                tr { th { "Created" } th { "State" } th { "Channel" } th { "Contact" } th { "Subject" } th { "Tries" } th { "Last error" } }
+                @for m in messages {
+                    tr {
+                        td { (m["created"].as_i64().map(h::time).unwrap_or_default()) }
+                        td { (s(m, "state")) } td { (s(m, "channel")) } td { (s(m, "contact")) }
+                        td { (s(m, "subject")) } td { (s(m, "tries")) } td { (s(m, "last_error")) }
+                    }
+                }
+            }
+        }
+    }
+}
 
 // ---------------------------------------------------------------- health
 
@@ -771,9 +790,9 @@ pub async fn health(
 ) -> Result<Response, PageError> {
     let v = viewer_or_return!(app, headers);
     let src = app.src.clone();
-    let doc = blocking(move || src.health()).await?;
+    let (doc, outbox) = blocking(move || (src.health(), src.notifications())).await?;
     if q.json() {
-        return Ok(Json(doc).into_response());
+        return Ok(Json(json!({ "health": doc, "notifications": outbox })).into_response());
     }
     // Ingest rates: the counters now against those at the previous view.
     let now = std::time::Instant::now();
@@ -823,20 +842,12 @@ pub async fn health(
             h2 { (k) }
             table { @for (a, b) in flat(x) { tr { th { (a) } td.num { (b) } } } }
         }
-        div #outbox {}
-        script { (maud::PreEscaped(OUTBOX_JS)) }
+        @if let Some(o) = &outbox {
+            h2 { "Notification outbox" }
+            table { @for (k, x) in flat(&o["counts"]) { tr { th { (k) } td.num { (x) } } } }
+            @let recent: Vec<serde_json::Value> = o["messages"].as_array().map(|a| a.iter().take(20).cloned().collect()).unwrap_or_default();
+            (messages_table(&recent))
+        }
     };
     Ok(Html(page(&f, body).into_string()).into_response())
 }
-
-/// The notification outbox, shown only when the collector has alerting
-/// (`/api/v1/notifications` answers).
-const OUTBOX_JS: &str = r#"
-(async function(){
-  const el=document.getElementById("outbox");if(!el)return;
-  try{const r=await fetch("/api/v1/notifications");if(!r.ok)return;const d=await r.json();
-    const h=document.createElement("h2");h.textContent="Notification outbox";el.appendChild(h);
-    const pre=document.createElement("pre");pre.textContent=JSON.stringify(d,null,1).slice(0,20000);el.appendChild(pre);
-  }catch(e){}
-})();
-"#;

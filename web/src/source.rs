@@ -251,6 +251,12 @@ pub trait DashboardSource: Send + Sync + 'static {
     fn comments(&self) -> Vec<CommentInfo>;
     /// The collector's own health (`/api/v1/health`'s document).
     fn health(&self) -> serde_json::Value;
+    /// The notification outbox as `GET /api/v1/notifications` shows it (`{"counts":
+    /// {...}, "messages": [...]}`), when the collector sends notifications; `None`
+    /// leaves the outbox off the health and check pages.
+    fn notifications(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// Carries out an admin action; `Ok` carries a short confirmation.
     fn act(&self, action: Action) -> BoxFuture<Result<String, String>>;
 }

@@ -157,6 +157,13 @@ impl DashboardSource for Fake {
             "counters": {"samples_accepted": 100, "rejected_total": 2, "rejected": {"bad_tag": 2}},
             "storage": {"journal_bytes": 4096, "quarantined": 0, "unflushed_bytes": 10}})
     }
+    fn notifications(&self) -> Option<serde_json::Value> {
+        let (host, subject) = if self.evil { (EVIL, EVIL) } else { ("web-1", "PROBLEM web-1/disk_root is CRITICAL") };
+        Some(
+            serde_json::json!({"counts": {"sent": 1}, "messages": [{"id": 1, "key": format!("{host} disk_root {host}"),
+            "subject": subject, "state": "sent", "channel": "email", "contact": "ops", "created": 1_700_000_000, "tries": 1}]}),
+        )
+    }
     fn act(&self, action: Action) -> BoxFuture<Result<String, String>> {
         self.actions.lock().unwrap().push(action);
         Box::pin(async { Ok("Done.".to_owned()) })
@@ -208,6 +215,10 @@ async fn every_page_renders_and_has_json() {
         assert_eq!(s, StatusCode::OK, "{p}");
         serde_json::from_str::<serde_json::Value>(&json).unwrap_or_else(|e| panic!("{p}: {e}: {json}"));
     }
+    let (_, body) = get(&app, "/health").await;
+    assert!(body.contains("Notification outbox") && body.contains("PROBLEM web-1/disk_root is CRITICAL"));
+    let (_, body) = get(&app, "/check?c=web&h=web-1&s=disk_root").await;
+    assert!(body.contains("PROBLEM web-1/disk_root is CRITICAL"), "notifications sent for this check");
     let (_, body) = get(&app, "/problems").await;
     // Unhandled first: the critical disk before the acknowledged load warning.
     let (a, b) = (body.find("disk_root").unwrap(), body.find(">load<").unwrap());
@@ -282,6 +293,7 @@ async fn untrusted_names_are_inert_in_pages_and_svg() {
         format!("/compare?{enc}&hreg=."),
         "/search?q=%3Cscript".to_owned(),
         "/problems".to_owned(),
+        "/health".to_owned(),
         format!("/check?{enc}"),
     ];
     for p in &pages {
@@ -290,7 +302,7 @@ async fn untrusted_names_are_inert_in_pages_and_svg() {
         assert!(!body.contains("<script>alert"), "{p}: raw script tag in {body}");
         assert!(!body.contains("<img src=x"), "{p}: raw img tag");
         assert!(!body.contains("\"><img src=x"), "{p}: attribute broken out");
-        if s == StatusCode::OK && p != "/" {
+        if s == StatusCode::OK && p != "/" && p != "/health" {
             assert!(body.contains("&lt;script&gt;"), "{p}: the name is shown, escaped");
         }
     }
