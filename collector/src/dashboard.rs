@@ -235,6 +235,10 @@ impl DashboardSource for Dashboard {
         crate::api::health_doc(&self.ctx)
     }
 
+    fn notifications(&self) -> Option<serde_json::Value> {
+        self.ctx.alerts.outbox(200)
+    }
+
     fn act(&self, action: Action) -> BoxFuture<Result<String, String>> {
         let engine = self.ctx.engine.clone();
         let (control, done) = match action {

@@ -72,6 +72,22 @@ impl AlertsHandle {
     pub fn health(&self) -> serde_json::Value {
         self.stats.to_json()
     }
+
+    /// The newest `limit` outbox messages with counts per state, as
+    /// `GET /api/v1/notifications` shows them (for the dashboard); `None` when this
+    /// collector has no outbox or it cannot be read (logged).
+    pub fn outbox(&self, limit: usize) -> Option<serde_json::Value> {
+        if !self.db.exists() {
+            return None;
+        }
+        match outbox::list(&self.db, None, limit) {
+            Ok((messages, counts)) => Some(serde_json::json!({ "counts": counts, "messages": messages })),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not read the outbox for the dashboard.");
+                None
+            }
+        }
+    }
 }
 
 /// Opens the outbox, resumes the stored records and pending messages, and starts the
