@@ -108,9 +108,14 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     engine_cfg.store = Some(crate::engine::SeriesStore(store.clone()));
     let (engine, engine_task) = crate::engine::start(engine_cfg, state.clone(), shutdown.clone())
         .with_context(|| format!("starting the checks engine ({})", config.engine.state_db.display()))?;
-    let (alerts, alerts_task) =
-        crate::alerts::start(&config.alerts, engine.clone(), &config.data_dir, None, shutdown.clone())
-            .context("starting alerting")?;
+    let (alerts, alerts_task) = crate::alerts::start(
+        &config.alerts,
+        engine.clone(),
+        &config.data_dir,
+        Some(crate::alerts::store_graph(store.clone())),
+        shutdown.clone(),
+    )
+    .context("starting alerting")?;
     let api_ctx = Arc::new(ApiContext {
         state: state.clone(),
         stats: stats.clone(),

@@ -50,6 +50,8 @@ pub struct Observed {
     pub flapping: bool,
     /// The check's host is UP (always true for the host check itself).
     pub host_up: bool,
+    /// The stored series that shows this check on a graph, if any.
+    pub metric: Option<String>,
 }
 
 /// What a notification is about.
@@ -98,6 +100,9 @@ pub struct Note {
     pub number: u32,
     pub escalated: bool,
     pub time: i64,
+    /// Series for the graph link and the inline graph.
+    #[serde(default)]
+    pub metric: Option<String>,
 }
 
 /// A note and who gets it (an index into [`AlertsConfig::contacts`]).
@@ -232,6 +237,7 @@ impl Machine {
             number,
             escalated,
             time: now,
+            metric: o.metric.clone(),
         }
     }
 
@@ -444,6 +450,7 @@ mod tests {
             in_downtime: false,
             flapping: false,
             host_up: true,
+            metric: Some("http_time".into()),
         }
     }
 

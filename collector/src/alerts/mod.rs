@@ -160,6 +160,57 @@ pub fn start(
     Ok((handle, Some(task)))
 }
 
+/// Hours of history in an email's inline graph.
+const GRAPH_HOURS: i64 = 6;
+
+/// The inline graph of a notification: its series over the last [`GRAPH_HOURS`] hours
+/// from storage, drawn by the dashboard's renderer. `None` (and the email goes without
+/// it) when the check has no series or nothing could be read.
+pub fn store_graph(store: Arc<ganglion_store::engine::Store>) -> GraphFn {
+    Arc::new(move |n: &Note| {
+        use ganglion_store::engine::SeriesKey;
+        use ganglion_store::rrd::Cf;
+        let metric = n.metric.as_ref()?;
+        // Now rather than the notification's time: a group is drawn after its window.
+        let end = crate::engine::now_secs().max(n.time);
+        let start = end - GRAPH_HOURS * 3600;
+        let f = store
+            .fetch(
+                &SeriesKey::new(&n.cluster, &n.host, metric),
+                Cf::Average,
+                u64::try_from(start).ok()?,
+                u64::try_from(end).ok()?,
+                1,
+            )
+            .ok()?;
+        let points: Vec<(i64, Option<f64>)> = (0..f.rows.len())
+            .map(|i| {
+                let v = f.rows[i].first().copied().filter(|v| v.is_finite());
+                (i64::try_from(f.time(i)).unwrap_or(0), v)
+            })
+            .collect();
+        if points.iter().all(|p| p.1.is_none()) {
+            return None;
+        }
+        let spec = ganglion_web::graph::GraphSpec {
+            title: format!("{} {} (last {GRAPH_HOURS} h)", n.host, metric),
+            width: 600,
+            height: 200,
+            start,
+            end,
+            lines: vec![ganglion_web::graph::Line::new(metric.clone(), "", points)],
+            ..ganglion_web::graph::GraphSpec::default()
+        };
+        match ganglion_web::graph::render_png(&spec) {
+            Ok(png) => Some(png),
+            Err(e) => {
+                tracing::warn!(host = %n.host, %metric, error = %e, "Could not draw the graph of a notification.");
+                None
+            }
+        }
+    })
+}
+
 #[derive(serde::Deserialize)]
 struct ListQuery {
     state: Option<String>,
@@ -217,6 +268,7 @@ pub fn send_test(cfg: &AlertsConfig, contact: &str) -> anyhow::Result<Vec<String
         number: 0,
         escalated: false,
         time: now,
+        metric: None,
     };
     let notes = std::slice::from_ref(&note);
     let key = hex::encode(rand::random::<[u8; 12]>());

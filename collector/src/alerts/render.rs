@@ -15,23 +15,20 @@ pub fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The series a notification's graph shows: the first performance-data label of the
-/// check, stored as `<service>_<label>` (what the engine writes for plugin results).
-pub fn graph_metric(n: &Note) -> Option<String> {
-    if n.service.is_empty() {
-        return None;
-    }
-    let label = ganglion_checks::plugin::parse_perfdata(&n.perfdata).data.into_iter().next()?.label;
-    Some(crate::engine::perfdata_metric(&n.service, &label))
-}
-
+/// The dashboard's host page.
 pub fn host_link(base: &str, n: &Note) -> String {
-    format!("{base}/host/{}/{}", enc(&n.cluster), enc(&n.host))
+    format!("{base}/host?c={}&h={}", enc(&n.cluster), enc(&n.host))
 }
 
+/// The dashboard's page of the check (state, history, acknowledge).
+pub fn check_link(base: &str, n: &Note) -> String {
+    format!("{base}/check?c={}&h={}&s={}", enc(&n.cluster), enc(&n.host), enc(&n.service))
+}
+
+/// The dashboard's graph of the check's series over the last day, when it has one.
 pub fn graph_link(base: &str, n: &Note) -> Option<String> {
-    let m = graph_metric(n)?;
-    Some(format!("{base}/graph.png?cluster={}&host={}&metric={}", enc(&n.cluster), enc(&n.host), enc(&m)))
+    let m = n.metric.as_ref()?;
+    Some(format!("{base}/graph.png?c={}&h={}&m={}&r=day", enc(&n.cluster), enc(&n.host), enc(m)))
 }
 
 fn what(n: &Note) -> String {
@@ -121,6 +118,9 @@ fn block(out: &mut String, n: &Note, base: &str) {
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "Host:     {}", host_link(base, n));
+    if !n.service.is_empty() {
+        let _ = writeln!(out, "Check:    {}", check_link(base, n));
+    }
     if let Some(g) = graph_link(base, n) {
         let _ = writeln!(out, "Graph:    {g}");
     }
@@ -258,6 +258,7 @@ mod tests {
             number: 1,
             escalated: false,
             time: 1_065,
+            metric: Some(format!("{service}_time")),
         }
     }
 
@@ -280,8 +281,9 @@ mod tests {
         assert!(t.contains("Perfdata: time=0.5s;1;2"), "{t}");
         assert!(t.contains("1970-01-01 00:16:40 UTC (1m 5s before this message)"), "{t}");
         assert!(t.contains("Attempt:  3/3   Notification: #1"), "{t}");
-        assert!(t.contains("http://mon:8080/host/web/web01"), "{t}");
-        assert!(t.contains("http://mon:8080/graph.png?cluster=web&host=web01&metric=http_time"), "{t}");
+        assert!(t.contains("http://mon:8080/host?c=web&h=web01"), "{t}");
+        assert!(t.contains("http://mon:8080/check?c=web&h=web01&s=http"), "{t}");
+        assert!(t.contains("http://mon:8080/graph.png?c=web&h=web01&m=http_time&r=day"), "{t}");
         let s = short(std::slice::from_ref(&n));
         assert_eq!(s.chars().count(), SMS_MAX);
         assert!(s.starts_with("CRIT web01/http: CRITICAL - xxx") && s.ends_with("..."), "{s}");

@@ -1070,6 +1070,7 @@ impl Table {
                         in_downtime: host_dt,
                         flapping: e.check.flap.is_flapping,
                         host_up: true,
+                        metric: None,
                     });
                 }
                 for i in &e.services {
@@ -1079,6 +1080,17 @@ impl Table {
                         continue;
                     }
                     let output = i.output();
+                    // The series a graph of this check shows: the metric of a metric check,
+                    // the first perfdata label of an active check (stored as
+                    // `<service>_<label>`); passive perfdata is not stored.
+                    let metric = match &i.def.kind {
+                        Kind::Metric { metric, pattern: None, .. } => Some(metric.clone()),
+                        Kind::Active { .. } => cplugin::parse_perfdata(&output.perfdata)
+                            .data
+                            .first()
+                            .map(|d| super::perfdata_metric(&i.def.name, &d.label)),
+                        _ => None,
+                    };
                     out.push(Observed {
                         key: (c.clone(), h.clone(), i.def.name.clone()),
                         state: st.state.to_string(),
@@ -1093,6 +1105,7 @@ impl Table {
                         in_downtime: host_dt || self.ctx.in_downtime(h, Some(&i.def.name), now),
                         flapping: i.obj.flap.is_flapping,
                         host_up,
+                        metric,
                     });
                 }
             }

@@ -97,13 +97,16 @@ fn critical_sends_one_email_recovery_one_and_downtime_none() {
         "Perfdata: time=0.25s;1;2;0",
         "Since:    ",
         "Attempt:  1/1   Notification: #1",
-        "http://dash.example:8080/host/test/alert-host",
-        "http://dash.example:8080/graph.png?cluster=test&host=alert-host&metric=web_http_time",
+        "Host:     http://dash.example:8080/host?c=test&h=alert-host",
+        "Check:    http://dash.example:8080/check?c=test&h=alert-host&s=web_http",
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
+    // A passive check's perfdata is not stored, so there is no graph to link or show.
+    assert!(!text.contains("graph.png"), "{text}");
     let html = m["html"].as_str().expect("an HTML part");
     assert!(html.contains("HTTP CRITICAL - connection refused"), "{html}");
+    assert_eq!(m["images"], json!([]));
     assert!(m["message_id"].as_str().unwrap().ends_with("@ganglion>"), "{m:#}");
 
     // More CRITICAL results do not notify again (interval 0: once).
@@ -131,6 +134,35 @@ fn critical_sends_one_email_recovery_one_and_downtime_none() {
     let h = c.health();
     assert_eq!(h["alerts"]["sent"], 2, "{h:#}");
     assert_eq!(h["alerts"]["failed"], 0, "{h:#}");
+}
+
+#[test]
+fn a_metric_problem_email_links_and_shows_its_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(dir.path());
+    // cpu_num is at least 1 on any machine: outside 0:0, so CRITICAL at once.
+    let metric_check =
+        "[[service]]\nname = \"cpus\"\nmetric = \"cpu_num\"\ncritical = \"0:0\"\nmax_check_attempts = 1\ncheck_interval_secs = 1\n\
+         [storage]\nstep_secs = 1\n";
+    let c = Collector::start(
+        dir.path(),
+        &format!(
+            "{}{metric_check}",
+            config(sink.port, "group_window_secs = 4\nnotification_interval_secs = 0\n", &[], ALICE)
+        ),
+    );
+    let agent = Agent::start(dir.path(), HOST, &[&c.ingest], 1, "");
+    let got = expect_count(&sink, &c, "alice@", 1, Duration::from_secs(1));
+    let _ = &agent;
+    let m = &got[0];
+    assert_eq!(m["subject"], "PROBLEM: alert-host/cpus is CRITICAL", "{m:#}");
+    let text = m["text"].as_str().unwrap();
+    assert!(
+        text.contains("Graph:    http://dash.example:8080/graph.png?c=test&h=alert-host&m=cpu_num&r=day"),
+        "{text}"
+    );
+    assert_eq!(m["images"], json!(["image/png"]), "the graph inline: {m:#}");
+    assert!(m["html"].as_str().unwrap().contains("<img src=\"cid:graph\""), "{m:#}");
 }
 
 #[test]
