@@ -73,6 +73,17 @@ struct Counters {
     connected: AtomicU64,
     acked_batches: AtomicU64,
     failed: AtomicU64,
+    /// Set during the measured window: batch send → ack latencies are recorded then.
+    measuring: std::sync::atomic::AtomicBool,
+    /// Microseconds from writing a batch to reading its acknowledgement.
+    ack_latency_us: std::sync::Mutex<Vec<u64>>,
+}
+
+/// Percentile `p` (0–100) of sorted values, in milliseconds.
+fn pct_ms(sorted: &[u64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let i = ((last as f64) * p / 100.0).round() as usize;
+    Some(sorted[i.min(last)] as f64 / 1000.0)
 }
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -111,7 +122,9 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let before = counters.acked_batches.load(Ordering::Relaxed);
     let cpu_before = args.collector_pid.and_then(|p| cpu_ns(&p.to_string()));
+    counters.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
+    counters.measuring.store(false, Ordering::Relaxed);
     let batches = counters.acked_batches.load(Ordering::Relaxed) - before;
     let secs = start.elapsed().as_secs_f64();
     let cpu_after = args.collector_pid.and_then(|p| cpu_ns(&p.to_string()));
@@ -124,7 +137,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         let _ = t.await;
     }
     let samples = batches * args.metrics as u64;
+    let mut lat = std::mem::take(&mut *counters.ack_latency_us.lock().unwrap_or_else(|e| e.into_inner()));
+    lat.sort_unstable();
     let report = serde_json::json!({
+        "ack_latency_ms": { "p50": pct_ms(&lat, 50.0), "p99": pct_ms(&lat, 99.0), "max": pct_ms(&lat, 100.0) },
         "hosts": args.hosts,
         "metrics": args.metrics,
         "failed": counters.failed.load(Ordering::Relaxed),
@@ -192,6 +208,7 @@ async fn host(
     tokio::select! { () = go.cancelled() => {}, () = stop.cancelled() => return Ok(()) }
     let mut values: Vec<(u32, f64)> = (0..args.metrics as u32).map(|m| (m, f64::from(m))).collect();
     let (mut seq, mut acked, mut counter) = (0u64, 0u64, 1u64);
+    let mut in_flight: std::collections::VecDeque<(u64, Instant)> = std::collections::VecDeque::new();
     let mut ticker = (args.interval_ms > 0).then(|| tokio::time::interval(Duration::from_millis(args.interval_ms)));
     loop {
         while seq < acked + args.window {
@@ -212,6 +229,7 @@ async fn host(
                 gone: vec![],
             };
             wr.write_all(&frame::seal(Kind::Batch, counter, nonce, Some(key), &msg::encode(&batch)?)).await?;
+            in_flight.push_back((seq, Instant::now()));
             counter += 1;
         }
         let f = tokio::select! {
@@ -222,6 +240,16 @@ async fn host(
             bail!("unexpected {:?} frame", f.kind);
         }
         let ack: Ack = msg::decode(&f.payload)?;
+        let measuring = counters.measuring.load(Ordering::Relaxed);
+        let mut lat = Vec::new();
+        while in_flight.front().is_some_and(|(s, _)| *s <= ack.seq) {
+            if let Some((_, sent)) = in_flight.pop_front() {
+                lat.push(sent.elapsed().as_micros() as u64);
+            }
+        }
+        if measuring && !lat.is_empty() {
+            counters.ack_latency_us.lock().unwrap_or_else(|e| e.into_inner()).extend(lat);
+        }
         counters.acked_batches.fetch_add(ack.seq - acked, Ordering::Relaxed);
         acked = ack.seq;
     }

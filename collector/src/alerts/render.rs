@@ -10,6 +10,10 @@ use super::logic::{Note, NoteKind};
 /// Longest short text, in characters (one SMS).
 pub const SMS_MAX: usize = 160;
 
+/// Notifications shown in full in one email; a storm's message lists the first ones and
+/// links to the dashboard's problems page for the rest (a 10,000-item email helps no one).
+pub const MAX_DETAIL: usize = 50;
+
 /// Percent-encodes a query or path value.
 pub fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -132,11 +136,14 @@ pub fn text(notes: &[Note], base: &str) -> String {
     if notes.len() > 1 {
         let _ = writeln!(out, "{}\n", summary(notes));
     }
-    for (i, n) in notes.iter().enumerate() {
+    for (i, n) in notes.iter().take(MAX_DETAIL).enumerate() {
         if i > 0 {
             out.push('\n');
         }
         block(&mut out, n, base);
+    }
+    if notes.len() > MAX_DETAIL {
+        let _ = writeln!(out, "\n... and {} more: {base}/problems", notes.len() - MAX_DETAIL);
     }
     let _ = write!(out, "\n-- \nganglion, {base}/");
     out
@@ -154,7 +161,7 @@ pub fn html(notes: &[Note], base: &str, graph_cid: Option<&str>) -> String {
         let _ = write!(out, "<h2>{}</h2>", esc(&summary(notes)));
     }
     let _ = write!(out, "<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>What</th><th>State</th><th>Output</th><th>Since</th><th>Attempt</th><th>Links</th></tr>");
-    for n in notes {
+    for n in notes.iter().take(MAX_DETAIL) {
         let color = match n.state.as_str() {
             "OK" | "UP" => "#8f8",
             "WARNING" => "#ff8",
@@ -178,6 +185,14 @@ pub fn html(notes: &[Note], base: &str, graph_cid: Option<&str>) -> String {
         );
     }
     out.push_str("</table>");
+    if notes.len() > MAX_DETAIL {
+        let _ = write!(
+            out,
+            "<p>… and {} more: <a href=\"{}\">problems</a></p>",
+            notes.len() - MAX_DETAIL,
+            esc(&format!("{base}/problems"))
+        );
+    }
     if let Some(cid) = graph_cid {
         let _ = write!(out, "<p><img src=\"cid:{}\" alt=\"graph\"></p>", esc(cid));
     }
@@ -268,6 +283,10 @@ mod tests {
             (0..12).map(|i| note(NoteKind::Problem, &format!("web{}", i % 3), &format!("s{i}"), "CRITICAL")).collect();
         notes.push(note(NoteKind::Recovery, "web0", "x", "OK"));
         assert_eq!(summary(&notes), "12 services CRITICAL, 1 recovered on 3 hosts in cluster web");
+        let many: Vec<Note> = (0..120).map(|i| note(NoteKind::Problem, "web1", &format!("s{i}"), "CRITICAL")).collect();
+        let t = text(&many, "http://m");
+        assert!(t.contains("web1/s49 in cluster") && !t.contains("web1/s50 in cluster"), "{t}");
+        assert!(t.contains("... and 70 more: http://m/problems"), "{t}");
         let s = short(&notes);
         assert!(s.chars().count() <= SMS_MAX, "{s}");
         assert!(s.starts_with("12 services CRITICAL"), "{s}");
