@@ -43,6 +43,8 @@ pub struct Observed {
     pub max_attempts: u32,
     /// Time of the last hard state change.
     pub since: i64,
+    /// Empty from the engine's view; the alerts task fills the notes' from
+    /// `EngineHandle::alert_outputs` for the checks notified about.
     pub output: String,
     pub perfdata: String,
     pub acknowledged: bool,

@@ -116,7 +116,8 @@ pub fn start(
     let sender_conn = outbox::open(&db)?;
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
     let (tx, rx) = std::sync::mpsc::sync_channel(outbox::WRITER_QUEUE);
-    let writer = outbox::Writer { conn, cfg: cfg.clone(), stats: stats.clone(), wake_sender: wake_tx, graph };
+    let writer =
+        outbox::Writer { conn, cfg: cfg.clone(), stats: stats.clone(), wake_sender: wake_tx, graph, next_prune: 0 };
     std::thread::Builder::new().name("alerts-outbox".into()).spawn(move || writer.run(rx))?;
     let sender = outbox::Sender { conn: sender_conn, cfg: cfg.clone(), stats: stats.clone() };
     std::thread::Builder::new().name("alerts-sender".into()).spawn(move || sender.run(wake_rx))?;
@@ -132,9 +133,30 @@ pub fn start(
             let Some(mut m) = machine.take() else { return };
             let (engine, tx, stats, cfg) = (engine.clone(), tx.clone(), stats.clone(), cfg.clone());
             let done = tokio::task::spawn_blocking(move || {
-                let view = engine.alert_view(&m.watched());
+                let (view, held) = engine.alert_view(&m.watched());
+                let us = held.as_micros() as u64;
+                stats.last_view_us.store(us, Ordering::Relaxed);
+                stats.max_view_us.fetch_max(us, Ordering::Relaxed);
                 let now = crate::engine::now_secs();
-                let out = m.tick(now, view);
+                let mut out = m.tick(now, view);
+                // Outputs only for the checks notified about, in a second short hold of
+                // the table (copying every problem's output each second would not be).
+                if !out.intents.is_empty() {
+                    let mut keys: Vec<crate::engine::CheckKey> = out
+                        .intents
+                        .iter()
+                        .map(|i| (i.note.cluster.clone(), i.note.host.clone(), i.note.service.clone()))
+                        .collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    let outputs = engine.alert_outputs(&keys);
+                    for i in &mut out.intents {
+                        let k = (i.note.cluster.clone(), i.note.host.clone(), i.note.service.clone());
+                        if let Ok(j) = keys.binary_search(&k) {
+                            (i.note.output, i.note.perfdata) = outputs[j].clone();
+                        }
+                    }
+                }
                 stats.ticks.fetch_add(1, Ordering::Relaxed);
                 stats.unrouted.fetch_add(out.unrouted, Ordering::Relaxed);
                 if !out.intents.is_empty() || !out.changed.is_empty() {

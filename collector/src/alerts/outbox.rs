@@ -2,11 +2,11 @@
 //!
 //! Tables:
 //! - `tracks`: the state machine's record per check ([`super::logic::Track`]);
-//! - `notes`: notifications per contact waiting for their group window (`new`), held
-//!   back by the SMS rate limit (`folded`), or done;
+//! - `notes`: notifications per contact waiting for their group window (`new`) or
+//!   held back by the SMS rate limit (`folded`); deleted once in a message;
 //! - `messages`: what goes out, one row per channel and recipient, `pending` until
 //!   delivered (`sent`) or given up after `max_tries` (`failed`), with the stable key
-//!   used as Message-ID and idempotency key.
+//!   used as Message-ID and idempotency key; kept [`KEEP_MESSAGES_SECS`] after that.
 //!
 //! Two threads, each with its own connection:
 //! - `alerts-outbox` ([`Writer`]) commits each tick's notes and record changes in one
@@ -38,6 +38,10 @@ use crate::engine::CheckKey;
 /// Batches a tick may queue for the writer before the alerts task waits.
 pub const WRITER_QUEUE: usize = 64;
 
+/// Sent and failed messages are kept this long for `GET /api/v1/notifications` (and the
+/// SMS rate limit's window, which must be shorter), then deleted.
+pub const KEEP_MESSAGES_SECS: i64 = 7 * 86_400;
+
 /// Counters shown under `alerts` in `/api/v1/health`.
 #[derive(Debug, Default)]
 pub struct AlertStats {
@@ -59,6 +63,10 @@ pub struct AlertStats {
     pub folded: AtomicU64,
     pub db_errors: AtomicU64,
     pub ticks: AtomicU64,
+    /// Microseconds the last tick held the engine's table (reading what it needs), and
+    /// the longest so far: the one cost alerting puts on checks.
+    pub last_view_us: AtomicU64,
+    pub max_view_us: AtomicU64,
 }
 
 impl AlertStats {
@@ -75,6 +83,8 @@ impl AlertStats {
             "folded": l(&self.folded),
             "db_errors": l(&self.db_errors),
             "ticks": l(&self.ticks),
+            "last_view_us": l(&self.last_view_us),
+            "max_view_us": l(&self.max_view_us),
         })
     }
 }
@@ -138,6 +148,8 @@ pub struct Writer {
     pub stats: Arc<AlertStats>,
     pub wake_sender: SyncSender<()>,
     pub graph: Option<GraphFn>,
+    /// When old messages are next deleted.
+    pub next_prune: i64,
 }
 
 fn new_key() -> String {
@@ -161,6 +173,16 @@ impl Writer {
                 self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "Could not store notifications; they are lost.");
+            }
+            if now >= self.next_prune {
+                self.next_prune = now + 600;
+                let pruned = self.conn.execute(
+                    "DELETE FROM messages WHERE state != 'pending' AND created < ?1",
+                    params![now - KEEP_MESSAGES_SECS.max(self.cfg.sms_rate_window_secs + 1)],
+                );
+                if let Err(e) = pruned {
+                    tracing::warn!(error = %e, "Could not delete old messages.");
+                }
             }
             match self.group(now) {
                 Ok(0) => {}
@@ -249,7 +271,7 @@ impl Writer {
         let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
         let notes: Vec<Note> = rows.iter().filter_map(|(_, b)| serde_json::from_str(b).ok()).collect();
         let Some(contact) = self.cfg.contacts.iter().find(|c| c.name == name) else {
-            tx.execute("UPDATE notes SET state = 'done' WHERE contact = ?1 AND state = ?2", params![name, state])?;
+            tx.execute("DELETE FROM notes WHERE contact = ?1 AND state = ?2", params![name, state])?;
             tx.commit()?;
             self.stats.dropped.fetch_add(ids.len() as u64, Ordering::Relaxed);
             tracing::warn!(contact = %name, notes = ids.len(), "Dropped notifications of a contact no longer configured.");
@@ -335,10 +357,15 @@ impl Writer {
                     now
                 ])?;
             }
-            let next = if fold { "folded" } else { "done" };
-            let mut upd = tx.prepare_cached("UPDATE notes SET state = ?1 WHERE id = ?2")?;
+            // Notes in a message are gone; held-back ones wait for their summary.
+            let mut upd = tx.prepare_cached("UPDATE notes SET state = 'folded' WHERE id = ?1")?;
+            let mut del = tx.prepare_cached("DELETE FROM notes WHERE id = ?1")?;
             for id in &ids {
-                upd.execute(params![next, id])?;
+                if fold {
+                    upd.execute(params![id])?;
+                } else {
+                    del.execute(params![id])?;
+                }
             }
         }
         tx.commit()?;
@@ -513,8 +540,7 @@ pub fn list(
         let (s, n) = row?;
         counts.insert(s, n.into());
     }
-    let waiting: i64 =
-        conn.query_row("SELECT COUNT(*) FROM notes WHERE state != 'done'", [], |r| r.get(0)).optional()?.unwrap_or(0);
+    let waiting: i64 = conn.query_row("SELECT COUNT(*) FROM notes", [], |r| r.get(0)).optional()?.unwrap_or(0);
     counts.insert("grouping".into(), waiting.into());
     Ok((list, serde_json::Value::Object(counts)))
 }

@@ -743,9 +743,22 @@ impl EngineHandle {
         lock(&self.table).views(now_secs())
     }
 
-    /// What alerting needs this second (blocking; see [`table::Table::alert_view`]).
-    pub fn alert_view(&self, watched: &std::collections::HashSet<CheckKey>) -> Vec<crate::alerts::logic::Observed> {
-        lock(&self.table).alert_view(now_secs(), watched)
+    /// What alerting needs this second (blocking; see [`table::Table::alert_view`]), and
+    /// how long the table's lock was held for it.
+    pub fn alert_view(
+        &self,
+        watched: &std::collections::HashSet<CheckKey>,
+    ) -> (Vec<crate::alerts::logic::Observed>, Duration) {
+        let table = lock(&self.table);
+        let held = Instant::now();
+        let view = table.alert_view(now_secs(), watched);
+        drop(table);
+        (view, held.elapsed())
+    }
+
+    /// Output and performance data of these checks (blocking).
+    pub fn alert_outputs(&self, keys: &[CheckKey]) -> Vec<(String, String)> {
+        lock(&self.table).outputs(keys)
     }
 
     /// The effective checks of a host with where each setting came from.

@@ -1037,6 +1037,27 @@ impl Table {
     /// What the alerting layer looks at each second: every HARD problem, every flapping
     /// check, and the `watched` checks whatever their state. Cheap for the checks in
     /// none of these (a comparison each), so a round over a large table stays short.
+    /// Outputs are left empty: [`Table::outputs`] reads them for the few checks a
+    /// notification is about.
+    /// Output and performance data of each check in `keys` (empty when it is gone).
+    pub fn outputs(&self, keys: &[super::CheckKey]) -> Vec<(String, String)> {
+        keys.iter()
+            .map(|(c, h, svc)| {
+                let Some(e) = self.hosts.get(c).and_then(|m| m.get(h)) else { return Default::default() };
+                if svc.is_empty() {
+                    return (e.check.output.output.clone(), e.check.output.perfdata.clone());
+                }
+                match e.services.binary_search_by(|x| x.def.name.as_str().cmp(svc)) {
+                    Ok(i) => {
+                        let o = e.services[i].output();
+                        (o.output, o.perfdata)
+                    }
+                    Err(_) => Default::default(),
+                }
+            })
+            .collect()
+    }
+
     pub fn alert_view(
         &self,
         now: i64,
@@ -1064,8 +1085,8 @@ impl Table {
                         attempt: st.attempt,
                         max_attempts: 1,
                         since: st.last_hard_state_change.unwrap_or(now),
-                        output: e.check.output.output.clone(),
-                        perfdata: e.check.output.perfdata.clone(),
+                        output: String::new(),
+                        perfdata: String::new(),
                         acknowledged: e.check.ack.is_some(),
                         in_downtime: host_dt,
                         flapping: e.check.flap.is_flapping,
@@ -1079,13 +1100,12 @@ impl Table {
                     if !(problem || i.obj.flap.is_flapping || wanted(c, h, &i.def.name)) {
                         continue;
                     }
-                    let output = i.output();
                     // The series a graph of this check shows: the metric of a metric check,
                     // the first perfdata label of an active check (stored as
                     // `<service>_<label>`); passive perfdata is not stored.
                     let metric = match &i.def.kind {
                         Kind::Metric { metric, pattern: None, .. } => Some(metric.clone()),
-                        Kind::Active { .. } => cplugin::parse_perfdata(&output.perfdata)
+                        Kind::Active { .. } => cplugin::parse_perfdata(&i.obj.output.perfdata)
                             .data
                             .first()
                             .map(|d| super::perfdata_metric(&i.def.name, &d.label)),
@@ -1099,8 +1119,8 @@ impl Table {
                         attempt: st.attempt,
                         max_attempts: i.def.settings.max_check_attempts,
                         since: st.last_hard_state_change.unwrap_or(now),
-                        output: output.output,
-                        perfdata: output.perfdata,
+                        output: String::new(),
+                        perfdata: String::new(),
                         acknowledged: i.obj.ack.is_some(),
                         in_downtime: host_dt || self.ctx.in_downtime(h, Some(&i.def.name), now),
                         flapping: i.obj.flap.is_flapping,
