@@ -211,8 +211,7 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
     // Prime the counters so the first batch already has rates.
     host.collect(Instant::now());
     apps.collect(&mut Vec::new()).await;
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + delay, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = crate::ticker::Ticker::new(delay, interval);
     let mut n = 0u64;
     loop {
         tokio::select! {

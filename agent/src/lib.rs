@@ -23,5 +23,6 @@ pub mod push;
 pub mod registry;
 pub mod send;
 pub mod spool;
+mod ticker;
 
 pub use agent::{collect_once, run, Agent, AgentStats};

@@ -103,22 +103,22 @@ impl Default for HostConfig {
 /// a filesystem mounted meanwhile is reported within that time.
 const MOUNTS_REFRESH: u32 = 20;
 
-/// Files read on every collection, joined once.
+/// Files read on every collection, kept open.
 #[derive(Debug)]
 struct Paths {
-    stat: PathBuf,
-    loadavg: PathBuf,
-    uptime: PathBuf,
-    meminfo: PathBuf,
-    diskstats: PathBuf,
-    net_dev: PathBuf,
+    stat: HeldFile,
+    loadavg: HeldFile,
+    uptime: HeldFile,
+    meminfo: HeldFile,
+    diskstats: HeldFile,
+    net_dev: HeldFile,
     cpuinfo: PathBuf,
     cpufreq: PathBuf,
 }
 
 impl Paths {
     fn new(cfg: &HostConfig) -> Self {
-        let p = |rel: &str| cfg.proc_root.join(rel);
+        let p = |rel: &str| HeldFile::new(cfg.proc_root.join(rel));
         Paths {
             stat: p("stat"),
             loadavg: p("loadavg"),
@@ -126,9 +126,90 @@ impl Paths {
             meminfo: p("meminfo"),
             diskstats: p("diskstats"),
             net_dev: p("net/dev"),
-            cpuinfo: p("cpuinfo"),
+            cpuinfo: cfg.proc_root.join("cpuinfo"),
             cpufreq: cfg.sys_root.join("devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"),
         }
+    }
+}
+
+/// A `/proc` file opened once and read from offset 0 each time: the kernel builds the
+/// text afresh for every read from the start, and the path walk, open and close cost
+/// about a sixth of a collection. After an error the file is opened again.
+#[derive(Debug)]
+struct HeldFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    /// Only files of the kernel's `/proc` are held: a regular file (a test fixture)
+    /// may be replaced between reads, which a held descriptor would not see.
+    hold: bool,
+}
+
+impl HeldFile {
+    fn new(path: PathBuf) -> Self {
+        let hold = path.starts_with("/proc");
+        HeldFile { path, file: None, hold }
+    }
+
+    fn read_text<'b>(&mut self, buf: &'b mut Vec<u8>) -> Result<Cow<'b, str>, SourceError> {
+        let io = |path: &Path, source| SourceError::Io { path: path.to_owned(), source };
+        if !self.hold {
+            self.file = None;
+        }
+        // A held file that fails (e.g. a network namespace gone) gets one fresh open.
+        for fresh in [self.file.is_none(), true] {
+            if fresh {
+                self.file = Some(std::fs::File::open(&self.path).map_err(|e| io(&self.path, e))?);
+            }
+            let file = self.file.as_ref().expect("opened above");
+            match read_all_at(file, buf) {
+                Ok(()) => return Ok(String::from_utf8_lossy(buf)),
+                Err(e) if fresh => {
+                    self.file = None;
+                    return Err(io(&self.path, e));
+                }
+                Err(_) => self.file = None,
+            }
+        }
+        unreachable!("the second pass always opens the file fresh and returns")
+    }
+
+    fn read_parse<T>(
+        &mut self,
+        buf: &mut Vec<u8>,
+        parse: impl FnOnce(&str) -> Result<T, &'static str>,
+    ) -> Result<T, SourceError> {
+        let text = self.read_text(buf)?;
+        parse(&text).map_err(|reason| SourceError::Parse { path: self.path.clone(), reason })
+    }
+}
+
+/// Reads a whole file from offset 0 with one `pread` into a buffer larger than it.
+///
+/// `/proc` files are `seq_file`s, which fill a read up to the buffer's size and return
+/// less only at the end; and a second read at a non-zero offset would make the kernel
+/// build the whole text again just to find the end. So a read that does not fill the
+/// buffer is the whole file, and one that does is retried with a larger buffer.
+fn read_all_at(file: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let mut size = buf.capacity().max(16 * 1024);
+    loop {
+        buf.clear();
+        buf.resize(size, 0);
+        let n = loop {
+            match file.read_at(buf, 0) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    buf.clear();
+                    return Err(e);
+                }
+            }
+        };
+        if n < size || size as u64 >= MAX_FILE_BYTES {
+            buf.truncate(n);
+            return Ok(());
+        }
+        size *= 2;
     }
 }
 
@@ -215,7 +296,7 @@ impl HostCollector {
         let mut out = Vec::with_capacity(self.last_len);
         let mut buf = std::mem::take(&mut self.buf);
 
-        let stat = read_parse(&self.paths.stat, &mut buf, cpu::parse_stat);
+        let stat = self.paths.stat.read_parse(&mut buf, cpu::parse_stat);
         if let Some(stat) = self.report(Source::Stat, stat) {
             if let Some(prev) = self.cpu.replace(stat.cpu) {
                 if let Some(p) = cpu::cpu_percent(&prev, &stat.cpu) {
@@ -249,20 +330,20 @@ impl HostCollector {
             out.push(gauge("cpu_speed", "MHz", "cpu", "Nominal (maximum) CPU clock speed.", mhz));
         }
 
-        let load = read_parse(&self.paths.loadavg, &mut buf, cpu::parse_loadavg);
+        let load = self.paths.loadavg.read_parse(&mut buf, cpu::parse_loadavg);
         if let Some(l) = self.report(Source::LoadAvg, load) {
             cpu::push_loadavg(&mut out, &l);
         }
-        let uptime = read_parse(&self.paths.uptime, &mut buf, cpu::parse_uptime);
+        let uptime = self.paths.uptime.read_parse(&mut buf, cpu::parse_uptime);
         if let Some(u) = self.report(Source::Uptime, uptime) {
             out.push(gauge("uptime", "s", "system", "Time since the host booted.", u));
         }
-        let mem = read_parse(&self.paths.meminfo, &mut buf, memory::parse_meminfo);
+        let mem = self.paths.meminfo.read_parse(&mut buf, memory::parse_meminfo);
         if let Some(m) = self.report(Source::MemInfo, mem) {
             memory::push_meminfo(&mut out, &m);
         }
 
-        match read_text(&self.paths.diskstats, &mut buf) {
+        match self.paths.diskstats.read_text(&mut buf) {
             Ok(text) => {
                 self.disks.update(&text, now, &self.cfg.sys_root, &self.cfg.skip_devices, &mut out);
                 self.report(Source::DiskStats, Ok(()));
@@ -271,7 +352,7 @@ impl HostCollector {
                 self.report::<()>(Source::DiskStats, Err(e));
             }
         }
-        match read_text(&self.paths.net_dev, &mut buf) {
+        match self.paths.net_dev.read_text(&mut buf) {
             Ok(text) => {
                 self.interfaces.update(&text, now, &self.cfg.skip_devices, &mut out);
                 self.report(Source::NetDev, Ok(()));
