@@ -16,6 +16,33 @@ use ganglion_web::DashboardSource;
 use crate::api::ApiContext;
 use crate::engine::Control;
 
+fn check_info(c: crate::engine::CheckView) -> CheckInfo {
+    CheckInfo {
+        cluster: c.cluster,
+        host: c.host,
+        service: c.service,
+        kind: c.kind.to_owned(),
+        state: c.state,
+        state_type: c.state_type,
+        attempt: c.attempt,
+        max_attempts: c.max_attempts,
+        last_check: c.last_check,
+        last_state_change: c.last_state_change,
+        output: c.output,
+        long_output: c.long_output,
+        perfdata: c.perfdata,
+        pending: c.pending,
+        problem: c.problem,
+        host_up: c.host_up,
+        acknowledged: c.acknowledged,
+        ack_author: c.ack.as_ref().map(|a| a.author.clone()),
+        ack_comment: c.ack.map(|a| a.comment),
+        in_downtime: c.in_downtime,
+        flapping: c.flapping,
+        handled: c.handled,
+    }
+}
+
 /// The collector as the dashboard sees it.
 pub struct Dashboard {
     pub ctx: Arc<ApiContext>,
@@ -136,35 +163,15 @@ impl DashboardSource for Dashboard {
     }
 
     fn checks(&self) -> Vec<CheckInfo> {
-        self.ctx
-            .engine
-            .status()
-            .into_iter()
-            .map(|c| CheckInfo {
-                cluster: c.cluster,
-                host: c.host,
-                service: c.service,
-                kind: c.kind.to_owned(),
-                state: c.state,
-                state_type: c.state_type,
-                attempt: c.attempt,
-                max_attempts: c.max_attempts,
-                last_check: c.last_check,
-                last_state_change: c.last_state_change,
-                output: c.output,
-                long_output: c.long_output,
-                perfdata: c.perfdata,
-                pending: c.pending,
-                problem: c.problem,
-                host_up: c.host_up,
-                acknowledged: c.acknowledged,
-                ack_author: c.ack.as_ref().map(|a| a.author.clone()),
-                ack_comment: c.ack.map(|a| a.comment),
-                in_downtime: c.in_downtime,
-                flapping: c.flapping,
-                handled: c.handled,
-            })
-            .collect()
+        self.ctx.engine.status().into_iter().map(check_info).collect()
+    }
+
+    fn checks_where(&self, cluster: Option<&str>, host: Option<&str>, problems: bool) -> Vec<CheckInfo> {
+        self.ctx.engine.status_where(cluster, host, problems).into_iter().map(check_info).collect()
+    }
+
+    fn worst_states(&self, cluster: &str) -> std::collections::HashMap<String, u8> {
+        self.ctx.engine.worst_states(cluster).into_iter().collect()
     }
 
     fn history(&self, host: Option<&str>, service: Option<&str>, limit: usize) -> Vec<HistoryEntry> {

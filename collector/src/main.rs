@@ -26,6 +26,7 @@
 
 mod alerts;
 mod api;
+mod bench_web;
 mod cli_checks;
 mod config;
 mod dashboard;
@@ -99,6 +100,14 @@ enum Command {
         #[command(subcommand)]
         cmd: NotifyCommand,
     },
+    /// Simulated history written straight into a stopped collector's storage (for
+    /// scripts/bench-web).
+    #[command(hide = true)]
+    BenchWebData(bench_web::BenchWebDataArgs),
+    /// Simulated hosts with the demo's shapes against a running collector (for
+    /// scripts/bench-web).
+    #[command(hide = true)]
+    Simulate(simulate::SimulateArgs),
     /// One evaluation round of many metric checks in-process (for scripts/bench-checks).
     #[command(hide = true)]
     BenchChecks(engine::bench::BenchArgs),
@@ -165,6 +174,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ack(args) => cli_checks::ack(args),
         Command::Downtime(args) => cli_checks::downtime(args),
         Command::Checks { cmd } => cli_checks::checks(cmd),
+        Command::BenchWebData(args) => bench_web::run(&args),
+        Command::Simulate(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let stop = CancellationToken::new();
+                let s = stop.clone();
+                let task = tokio::spawn(simulate::run(args.into_simulation(), s));
+                wait_for_signal().await?;
+                stop.cancel();
+                task.await??;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::HashPassword => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;

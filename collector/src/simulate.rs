@@ -20,6 +20,41 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::now_ms;
 
+/// `ganglion simulate`: the demo's simulated hosts against any collector.
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    /// Collector agent address.
+    #[arg(long)]
+    addr: String,
+    #[arg(long)]
+    key: String,
+    #[arg(long, default_value_t = 100)]
+    hosts: usize,
+    /// Clusters, comma-separated; hosts go round robin.
+    #[arg(long, value_delimiter = ',', default_value = "bench")]
+    clusters: Vec<String>,
+    #[arg(long, default_value_t = 15)]
+    interval_secs: u64,
+    /// Backlog sent at start, in seconds (0: none, e.g. when history was written
+    /// directly into the storage).
+    #[arg(long, default_value_t = 0)]
+    history_secs: u64,
+}
+
+impl SimulateArgs {
+    pub fn into_simulation(self) -> Simulation {
+        Simulation {
+            addr: self.addr,
+            key: self.key,
+            hosts: self.hosts,
+            clusters: self.clusters,
+            interval: Duration::from_secs(self.interval_secs.max(1)),
+            history: Duration::from_secs(self.history_secs),
+            silent_after: Duration::from_secs(120),
+        }
+    }
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct Simulation {
@@ -147,6 +182,17 @@ fn values(i: usize, t: i64, t0: i64, span: i64) -> [f64; 24] {
     ]
 }
 
+/// Position of a simulated metric by name.
+pub fn metric_index(name: &str) -> Option<usize> {
+    METRICS.iter().position(|m| m.0 == name)
+}
+
+/// Every metric of host `i` at `t` for history generated over `[from, end]`, as the
+/// live host would report it.
+pub fn values_at(i: usize, t: i64, from: i64, end: i64) -> [f64; 24] {
+    values(i, t, from, end - from + 3600)
+}
+
 /// Runs every simulated host until `stop`; returns when all have stopped.
 ///
 /// # Errors
@@ -165,6 +211,10 @@ pub async fn run(sim: Simulation, stop: CancellationToken) -> anyhow::Result<()>
                 tracing::warn!(host = i, error = %e, "Simulated host stopped.");
             }
         }));
+        if i % 200 == 199 {
+            // Let the accept queue drain instead of overflowing the listen backlog.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     for t in tasks {
         let _ = t.await;

@@ -4,7 +4,7 @@
 //! Graph images point at `/graph.png` with the page's range, so a link to a page shows
 //! the same view. Names from agents and plugin output are escaped by `maud`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -141,15 +141,6 @@ fn graph_img(app: &App, params: &[(&str, &str)], range: &RangeQuery, size: &str,
     }
 }
 
-fn worst_by_host(checks: &[CheckInfo]) -> HashMap<(&str, &str), u8> {
-    let mut m: HashMap<(&str, &str), u8> = HashMap::new();
-    for c in checks {
-        let e = m.entry((c.cluster.as_str(), c.host.as_str())).or_insert(0);
-        *e = (*e).max(c.severity());
-    }
-    m
-}
-
 // ---------------------------------------------------------------- grid
 
 pub async fn grid(
@@ -159,7 +150,7 @@ pub async fn grid(
 ) -> Result<Response, PageError> {
     let v = viewer_or_return!(app, headers);
     let src = app.src.clone();
-    let (clusters, checks) = blocking(move || (src.clusters(), src.checks())).await?;
+    let (clusters, checks) = blocking(move || (src.clusters(), src.checks_where(None, None, true))).await?;
     let mut problems: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for c in checks.iter().filter(|c| c.problem && !c.pending) {
         let e = problems.entry(c.cluster.as_str()).or_default();
@@ -230,7 +221,7 @@ pub async fn cluster(
     let metric = q.m.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| "load_one".into());
     let src = app.src.clone();
     let (cn, mn) = (cname.clone(), metric.clone());
-    let (hosts, checks, metrics) = blocking(move || {
+    let (hosts, worst, metrics) = blocking(move || {
         let hosts = src.hosts(&cn, &mn);
         let metrics: Vec<String> = hosts
             .as_ref()
@@ -238,7 +229,8 @@ pub async fn cluster(
             .and_then(|h0| src.host(Some(&cn), &h0.name))
             .map(|d| d.metrics.into_iter().map(|m| m.name).collect())
             .unwrap_or_default();
-        (hosts, src.checks(), metrics)
+        let worst = src.worst_states(&cn);
+        (hosts, worst, metrics)
     })
     .await?;
     let mut hosts = hosts.ok_or_else(|| not_found("cluster", &cname))?;
@@ -263,11 +255,10 @@ pub async fn cluster(
         "desc" => hosts.sort_by(|a, b| by_value(b, a)),
         _ => hosts.sort_by(|a, b| a.name.cmp(&b.name)),
     }
-    let worst = worst_by_host(&checks);
     if q.json() {
         let out: Vec<_> = hosts
             .iter()
-            .map(|h| json!({"name": h.name, "up": h.up, "value": h.value, "load_one": h.load_one, "worst_state": worst.get(&(h.cluster.as_str(), h.name.as_str())).copied().unwrap_or(0)}))
+            .map(|h| json!({"name": h.name, "up": h.up, "value": h.value, "load_one": h.load_one, "worst_state": worst.get(&h.name).copied().unwrap_or(0)}))
             .collect();
         return Ok(Json(json!({ "cluster": cname, "metric": metric, "sort": sort, "hosts": out })).into_response());
     }
@@ -313,7 +304,7 @@ pub async fn cluster(
         }
         div.tiles {
             @for host in &hosts {
-                @let sev = worst.get(&(host.cluster.as_str(), host.name.as_str())).copied().unwrap_or(0);
+                @let sev = worst.get(&host.name).copied().unwrap_or(0);
                 @let cls = format!("tile s{sev}{}{}", if load_class(host).is_empty() { "" } else { " " }, load_class(host)) + if host.up { "" } else { " down" };
                 @let src = format!("{tile_base}&h={}", serde_urlencoded::to_string([("", host.name.as_str())]).unwrap_or_default().trim_start_matches('='));
                 a class=(cls) data-host=(host.name) href=(link("/host", &[("c", &cname), ("h", &host.name)])) {
@@ -348,13 +339,15 @@ pub async fn host(
     let (c, n) = (q.c.clone(), name.clone());
     let (detail, checks) = blocking(move || {
         let d = src.host(c.as_deref(), &n);
-        let checks: Vec<CheckInfo> = src.checks().into_iter().filter(|x| x.host == n).collect();
+        let checks = match &d {
+            Some(d) => src.checks_where(Some(&d.host.cluster), Some(&n), false),
+            None => Vec::new(),
+        };
         (d, checks)
     })
     .await?;
     let d = detail.ok_or_else(|| not_found("host", &name))?;
     let cname = d.host.cluster.clone();
-    let checks: Vec<CheckInfo> = checks.into_iter().filter(|x| x.cluster == cname).collect();
     if q.json() {
         return Ok(Json(json!({ "host": d.host, "facts": d.facts, "metrics": d.metrics, "checks": checks, "interval_secs": d.interval_secs, "first_seen_ms": d.first_seen_ms, "last_seen_ms": d.last_seen_ms })).into_response());
     }
@@ -607,7 +600,7 @@ pub async fn problems(
 ) -> Result<Response, PageError> {
     let v = viewer_or_return!(app, headers);
     let src = app.src.clone();
-    let checks = blocking(move || src.checks()).await?;
+    let checks = blocking(move || src.checks_where(None, None, true)).await?;
     let ordered = order_problems(checks);
     if q.json() {
         let out: Vec<_> = ordered.iter().map(|(c, kids)| json!({ "check": c, "services": kids })).collect();
@@ -663,10 +656,7 @@ pub async fn check(
     let src = app.src.clone();
     let (hn, sv, cl) = (host.clone(), service.clone(), cluster.clone());
     let (check, history, downtimes, comments, perf, outbox) = blocking(move || {
-        let check = src
-            .checks()
-            .into_iter()
-            .find(|c| c.host == hn && c.service == sv && cl.as_deref().is_none_or(|x| x == c.cluster));
+        let check = src.checks_where(cl.as_deref(), Some(&hn), false).into_iter().find(|c| c.service == sv);
         let history = src.history(Some(&hn), Some(&sv), 100);
         let downtimes: Vec<_> = src
             .downtimes()

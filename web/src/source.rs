@@ -6,6 +6,7 @@
 //! (storage reads go to disk), so the routes call them on the blocking pool; admin
 //! actions go to the checks engine and return a future.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -245,6 +246,30 @@ pub trait DashboardSource: Send + Sync + 'static {
     ) -> Result<Option<Fetched>, String>;
     /// Every check's current state.
     fn checks(&self) -> Vec<CheckInfo>;
+    /// Checks of a cluster and/or host, or only the problems (non-OK, not UP). The
+    /// default filters [`DashboardSource::checks`]; a source with many checks narrows
+    /// before building them.
+    fn checks_where(&self, cluster: Option<&str>, host: Option<&str>, problems: bool) -> Vec<CheckInfo> {
+        self.checks()
+            .into_iter()
+            .filter(|c| {
+                cluster.is_none_or(|x| x == c.cluster)
+                    && host.is_none_or(|x| x == c.host)
+                    && (!problems || (c.problem && !c.pending))
+            })
+            .collect()
+    }
+    /// Worst check severity ([`CheckInfo::severity`]) of each host of a cluster, for
+    /// tile colours.
+    fn worst_states(&self, cluster: &str) -> HashMap<String, u8> {
+        let mut m: HashMap<String, u8> = HashMap::new();
+        for c in self.checks().into_iter().filter(|c| c.cluster == cluster) {
+            let sev = c.severity();
+            let e = m.entry(c.host).or_insert(0);
+            *e = (*e).max(sev);
+        }
+        m
+    }
     /// State changes, newest first.
     fn history(&self, host: Option<&str>, service: Option<&str>, limit: usize) -> Vec<HistoryEntry>;
     fn downtimes(&self) -> Vec<DowntimeInfo>;

@@ -743,6 +743,16 @@ impl EngineHandle {
         lock(&self.table).views(now_secs())
     }
 
+    /// Checks of a cluster, a host and/or only the problems (see [`table::Table::views_where`]).
+    pub fn status_where(&self, cluster: Option<&str>, host: Option<&str>, problems: bool) -> Vec<CheckView> {
+        lock(&self.table).views_where(now_secs(), cluster, host, problems)
+    }
+
+    /// Worst state per host of a cluster (see [`table::Table::worst_states`]).
+    pub fn worst_states(&self, cluster: &str) -> Vec<(String, u8)> {
+        lock(&self.table).worst_states(cluster)
+    }
+
     /// What alerting needs this second (blocking; see [`table::Table::alert_view`]), and
     /// how long the table's lock was held for it.
     pub fn alert_view(

@@ -1003,13 +1003,26 @@ impl Table {
 
     /// Every host check and service check, sorted by cluster, host, service.
     pub fn views(&self, now: i64) -> Vec<CheckView> {
-        let mut out = Vec::with_capacity(self.check_count() + self.hosts.len());
-        for (c, m) in &self.hosts {
-            for (h, e) in m {
+        self.views_where(now, None, None, false)
+    }
+
+    /// [`Table::views`] narrowed to a cluster, a host and/or the problems (non-OK, not
+    /// UP) before any view is built, so a page about one host or the problems does not
+    /// pay for every check of a large table.
+    pub fn views_where(&self, now: i64, cluster: Option<&str>, host: Option<&str>, problems: bool) -> Vec<CheckView> {
+        let mut out = Vec::new();
+        for (c, m) in self.hosts.iter().filter(|(c, _)| cluster.is_none_or(|x| x == c.as_str())) {
+            let entries: Box<dyn Iterator<Item = (&String, &HostEntry)>> = match host {
+                Some(h) => Box::new(m.get_key_value(h).into_iter()),
+                None => Box::new(m.iter()),
+            };
+            for (h, e) in entries {
                 let host_up = e.check.status.state == HostState::Up;
                 let host_dt = self.ctx.in_downtime(h, None, now);
-                out.push(CheckView::of(c, h, "", "host", &e.check, e.check.output.clone(), 1, host_up, host_dt));
-                for i in &e.services {
+                if !problems || !e.check.status.state.is_good() {
+                    out.push(CheckView::of(c, h, "", "host", &e.check, e.check.output.clone(), 1, host_up, host_dt));
+                }
+                for i in e.services.iter().filter(|i| !problems || !i.obj.status.state.is_good()) {
                     let kind = match i.def.kind {
                         Kind::Metric { .. } => "metric",
                         Kind::Active { .. } => "active",
@@ -1032,6 +1045,31 @@ impl Table {
         }
         out.sort_by(|a, b| (&a.cluster, &a.host, &a.service).cmp(&(&b.cluster, &b.host, &b.service)));
         out
+    }
+
+    /// The worst state of each host of `cluster` over its host check and its services:
+    /// 0 OK, UP or pending, 1 WARNING, 2 UNKNOWN, 3 CRITICAL, DOWN or UNREACHABLE (the
+    /// dashboard's tile colours), without building a view per check.
+    pub fn worst_states(&self, cluster: &str) -> Vec<(String, u8)> {
+        let Some(m) = self.hosts.get(cluster) else { return Vec::new() };
+        m.iter()
+            .map(|(h, e)| {
+                let host = if e.check.status.state == HostState::Up { 0 } else { 3 };
+                let services = e
+                    .services
+                    .iter()
+                    .filter(|i| i.obj.status.last_check.is_some())
+                    .map(|i| match i.obj.status.state {
+                        ServiceState::Ok => 0,
+                        ServiceState::Warning => 1,
+                        ServiceState::Unknown => 2,
+                        ServiceState::Critical => 3,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                (h.clone(), host.max(services))
+            })
+            .collect()
     }
 
     /// What the alerting layer looks at each second: every HARD problem, every flapping

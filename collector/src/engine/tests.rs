@@ -640,3 +640,21 @@ fn a_parent_that_is_never_checked_again_holds_its_child_for_a_bounded_time() {
     t.tick(&state, t0 + 130, true);
     assert_eq!(host_state(&t, "web1"), "DOWN");
 }
+
+#[test]
+fn narrowed_views_and_worst_states_for_the_dashboard() {
+    let mut f = fixture(vec![passive("a", 1), passive("b", 1)], db::Saved::default());
+    f.result("a", 1, T0 + 1);
+    let all = f.table.views(T0 + 2);
+    assert_eq!(all.len(), 3, "host check and two services");
+    let problems = f.table.views_where(T0 + 2, None, None, true);
+    assert_eq!(problems.iter().map(|v| v.service.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(f.table.views_where(T0 + 2, Some("c"), Some("h1"), false).len(), 3);
+    assert!(f.table.views_where(T0 + 2, Some("c"), Some("nope"), false).is_empty());
+    assert!(f.table.views_where(T0 + 2, Some("other"), None, false).is_empty());
+    // b has no result yet (pending): it does not count; a is WARNING.
+    assert_eq!(f.table.worst_states("c"), vec![("h1".to_owned(), 1)]);
+    f.result("b", 2, T0 + 3);
+    assert_eq!(f.table.worst_states("c"), vec![("h1".to_owned(), 3)]);
+    assert!(f.table.worst_states("other").is_empty());
+}
