@@ -277,6 +277,38 @@ mod tests {
             let _ = decode(&bytes);
         }
 
+        /// Any record decodes to what was encoded: defines, samples (times across the
+        /// whole range, values bit for bit) and removes.
+        #[test]
+        fn records_round_trip(
+            defines in prop::collection::vec((any::<u32>(), 0u8..4, "[a-z0-9_]{1,20}", "[a-z0-9_-]{1,30}", "[a-z0-9_]{1,40}"), 0..8),
+            samples in prop::collection::vec((any::<u32>(), any::<u64>(), any::<u64>()), 0..40),
+            removes in prop::collection::vec(("[a-z0-9_]{1,20}", "[a-z0-9_]{1,20}", "[a-z0-9_]{1,20}"), 0..4),
+        ) {
+            let mut e = Encoder::default();
+            for (id, k, c, h, m) in &defines {
+                e.define(*id, DsKind::from_code(*k).unwrap(), [c, h, m]);
+            }
+            for &(id, t, bits) in &samples {
+                e.sample(id, t, f64::from_bits(bits));
+            }
+            for (c, h, m) in &removes {
+                e.remove(&format!("{c}/{h}/{m}"));
+            }
+            let mut out = Vec::new();
+            e.finish(&mut out);
+            let Decoded::Record(r, used) = decode(&out) else { panic!("{:?}", decode(&out)) };
+            prop_assert_eq!(used, out.len());
+            let want: Vec<(u32, DsKind, SeriesKey)> =
+                defines.iter().map(|(id, k, c, h, m)| (*id, DsKind::from_code(*k).unwrap(), SeriesKey::new(c, h, m))).collect();
+            let got: Vec<(u32, DsKind, SeriesKey)> = r.defines.iter().map(|d| (d.id, d.kind, d.key.clone())).collect();
+            prop_assert_eq!(got, want);
+            let got: Vec<(u32, u64, u64)> = r.samples.iter().map(|x| (x.id, x.time, x.value.to_bits())).collect();
+            prop_assert_eq!(got, samples);
+            let want: Vec<SeriesKey> = removes.iter().map(|(c, h, m)| SeriesKey::new(c, h, m)).collect();
+            prop_assert_eq!(r.removes, want);
+        }
+
         #[test]
         fn garbage_with_a_valid_checksum_never_panics(p in prop::collection::vec(any::<u8>(), 0..256)) {
             let mut b = (p.len() as u32).to_le_bytes().to_vec();
