@@ -1539,8 +1539,10 @@ fn fetch_snapshot(
         };
         let row = (t / step) % rows;
         let col = (row / BLOCK_ROWS as u64) as u32;
-        let vals = match blocks.iter().find(|b| b.0 == col) {
-            Some(b) => b.1,
+        // Rows run in time order, so the block is nearly always the last one read:
+        // search from the end, and index instead of copying the block's values.
+        let bi = match blocks.iter().rposition(|b| b.0 == col) {
+            Some(i) => i,
             None => {
                 let mut b = [0u8; BLOCK_LEN];
                 sh.file
@@ -1556,10 +1558,10 @@ fn fetch_snapshot(
                     *x = shard::block_value(&b, k);
                 }
                 blocks.push((col, v));
-                v
+                blocks.len() - 1
             }
         };
-        out.push(vec![vals[(row % BLOCK_ROWS as u64) as usize]]);
+        out.push(vec![blocks[bi].1[(row % BLOCK_ROWS as u64) as usize]]);
     }
     Ok(Fetched { start, end, step, ds_names: vec![def.ds.name.clone()], rows: out })
 }
