@@ -103,6 +103,18 @@ pub fn router(src: Arc<dyn DashboardSource>, config: WebConfig) -> Router {
         .route("/logout", post(actions::logout))
         .route("/action", post(actions::action))
         .with_state(app)
+        .layer(axum::middleware::map_response(protective_headers))
+}
+
+/// Headers on every dashboard answer: pages may not be framed by other sites (the
+/// action forms must not be clickjacked), types are not sniffed, and links do not leak
+/// the dashboard's URLs (which carry host names) to other sites.
+async fn protective_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
+    r
 }
 
 async fn graph(app: Arc<App>, headers: axum::http::HeaderMap, q: charts::GraphQuery, svg: bool) -> Response {

@@ -229,6 +229,9 @@ async fn every_page_renders_and_has_json() {
     assert!(body.contains("tile s3"), "web-1 has a critical check: {body}");
     let (_, body) = get(&app, "/cluster?c=web&f=%5Edb").await;
     assert!(body.contains("data-host=\"db-1\"") && !body.contains("data-host=\"web-1\""));
+    let (_, headers, _) = send(&app, Request::get("/problems").body(Body::empty()).unwrap()).await;
+    assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     let (s, _) = get(&app, "/host?h=nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = get(&app, "/cluster?c=web&f=(").await;
