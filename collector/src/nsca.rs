@@ -349,8 +349,13 @@ mod tests {
         let good = send(addr, b"pw", 3).await;
         drop(good);
         let stats = engine.nsca_stats().clone();
+        // Packets are counted when read and applied by the engine a moment later.
+        let applied = |e: &crate::engine::EngineHandle| {
+            e.status().iter().any(|c| c.service == "svc" && c.output == "CRITICAL - 2")
+        };
         tokio::time::timeout(Duration::from_secs(10), async {
-            while stats.received.load(Ordering::Relaxed) < 3 || stats.rejected(Reason::Version) < 1 {
+            while stats.received.load(Ordering::Relaxed) < 3 || stats.rejected(Reason::Version) < 1 || !applied(&engine)
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

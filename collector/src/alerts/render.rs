@@ -115,7 +115,7 @@ fn block(out: &mut String, n: &Note, base: &str) {
     if !n.perfdata.is_empty() {
         let _ = writeln!(out, "Perfdata: {}", n.perfdata);
     }
-    let _ = writeln!(out, "Since:    {} ({} before this message)", time(n.since), ago(n.time - n.since));
+    let _ = writeln!(out, "Since:    {} ({} when notified)", time(n.since), ago(n.time - n.since));
     let _ = write!(out, "Attempt:  {}/{}", n.attempt, n.max_attempts);
     if n.number > 0 {
         let _ = write!(out, "   Notification: #{}{}", n.number, if n.escalated { " (escalated)" } else { "" });
@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(subject(std::slice::from_ref(&n)), "PROBLEM: web01/http is CRITICAL");
         let t = text(std::slice::from_ref(&n), "http://mon:8080");
         assert!(t.contains("Perfdata: time=0.5s;1;2"), "{t}");
-        assert!(t.contains("1970-01-01 00:16:40 UTC (1m 5s before this message)"), "{t}");
+        assert!(t.contains("1970-01-01 00:16:40 UTC (1m 5s when notified)"), "{t}");
         assert!(t.contains("Attempt:  3/3   Notification: #1"), "{t}");
         assert!(t.contains("http://mon:8080/host?c=web&h=web01"), "{t}");
         assert!(t.contains("http://mon:8080/check?c=web&h=web01&s=http"), "{t}");
