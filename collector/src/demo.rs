@@ -82,11 +82,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let running = crate::server::start(&config, shutdown.clone()).await?;
 
+    // The send socket lives in the demo's directory, so two demos (or a demo beside an
+    // installed agent) do not take each other's socket.
+    let quoted = |p: std::path::PathBuf| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
     let agent_raw: ganglion_agent::config::RawConfig = toml::from_str(&format!(
-        "collectors = [\"{}\"]\ncluster = \"demo\"\nkey = \"{key}\"\ninterval_secs = {}\n[spool]\ndir = \"{}\"\n",
+        "collectors = [\"{}\"]\ncluster = \"demo\"\nkey = \"{key}\"\ninterval_secs = {}\nsend_socket = {}\n[spool]\ndir = {}\n",
         running.ingest_addr,
         args.interval_secs,
-        args.data.join("agent-spool").display()
+        quoted(args.data.join("agent-send.sock")),
+        quoted(args.data.join("agent-spool")),
     ))
     .context("building the demo agent's configuration")?;
     let mut agent_config = AgentConfig::from_raw(agent_raw).map_err(|e| anyhow::anyhow!("{e}"))?;
