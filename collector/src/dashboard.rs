@@ -17,7 +17,19 @@ use crate::api::ApiContext;
 use crate::engine::Control;
 
 fn check_info(c: crate::engine::CheckView) -> CheckInfo {
+    // Plugin results' performance data is stored as series `<service>_<label>`.
+    let perfdata_series = if c.kind == "active" && !c.perfdata.is_empty() {
+        ganglion_checks::plugin::parse_perfdata(&c.perfdata)
+            .data
+            .into_iter()
+            .map(|d| crate::engine::perfdata_metric(&c.service, &d.label))
+            .filter(|m| ganglion_proto::name::validate(ganglion_proto::name::NameKind::Metric, m).is_ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     CheckInfo {
+        perfdata_series,
         cluster: c.cluster,
         host: c.host,
         service: c.service,

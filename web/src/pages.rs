@@ -373,6 +373,17 @@ pub async fn host(
         h2 { "Facts" }
         table { @for (k, val) in &d.facts { tr { th { (k) } td { (val) } } } }
         h2 { "Metrics" }
+        @let plugin: Vec<(&str, &str)> = checks.iter().flat_map(|c| c.perfdata_series.iter().map(move |m| (c.service.as_str(), m.as_str()))).collect();
+        @if !plugin.is_empty() {
+            h3 { "plugin perfdata" }
+            div.graphs {
+                @for (svc, m) in &plugin {
+                    a href=(link("/check", &[("c", &cname), ("h", &name), ("s", svc)])) {
+                        (graph_img(&app, &[("c", &cname), ("h", &name), ("m", m)], &range, "small", m))
+                    }
+                }
+            }
+        }
         @for (g, ms) in &groups {
             h3 { (g) }
             div.graphs {
@@ -665,15 +676,7 @@ pub async fn check(
             .collect();
         let comments: Vec<_> =
             src.comments().into_iter().filter(|c| c.host == hn && c.service.as_deref().unwrap_or("") == sv).collect();
-        // Perfdata of a service is stored as the host's series `<service>_<label>`.
-        let prefix = format!("{sv}_");
-        let perf: Vec<String> = if sv.is_empty() {
-            Vec::new()
-        } else {
-            src.host(cl.as_deref(), &hn)
-                .map(|d| d.metrics.into_iter().map(|m| m.name).filter(|m| m.starts_with(&prefix)).collect())
-                .unwrap_or_default()
-        };
+        let perf: Vec<String> = check.as_ref().map(|c| c.perfdata_series.clone()).unwrap_or_default();
         let outbox = src.notifications();
         (check, history, downtimes, comments, perf, outbox)
     })

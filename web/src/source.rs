@@ -129,6 +129,8 @@ pub struct CheckInfo {
     pub in_downtime: bool,
     pub flapping: bool,
     pub handled: bool,
+    /// Series of the host that hold this check's performance data (plugin checks).
+    pub perfdata_series: Vec<String>,
 }
 
 impl CheckInfo {

@@ -55,7 +55,10 @@ impl Fake {
         Fake {
             hosts: vec![host("web-1", true, 0.5), host("web-2", true, 3.0), host("db-1", false, 0.1)],
             checks: vec![
-                check("web-1", "disk_root", "CRITICAL", false),
+                CheckInfo {
+                    perfdata_series: vec!["disk_root_used".into()],
+                    ..check("web-1", "disk_root", "CRITICAL", false)
+                },
                 check("web-2", "load", "WARNING", true),
                 check("web-1", "", "UP", false),
             ],
@@ -215,6 +218,10 @@ async fn every_page_renders_and_has_json() {
         assert_eq!(s, StatusCode::OK, "{p}");
         serde_json::from_str::<serde_json::Value>(&json).unwrap_or_else(|e| panic!("{p}: {e}: {json}"));
     }
+    let (_, body) = get(&app, "/host?c=web&h=web-1").await;
+    assert!(body.contains("plugin perfdata") && body.contains("m=disk_root_used"), "perfdata graphs on the host page");
+    let (_, body) = get(&app, "/check?c=web&h=web-1&s=disk_root").await;
+    assert!(body.contains("m=disk_root_used"), "perfdata graph on the check page");
     let (_, body) = get(&app, "/health").await;
     assert!(body.contains("Notification outbox") && body.contains("PROBLEM web-1/disk_root is CRITICAL"));
     let (_, body) = get(&app, "/check?c=web&h=web-1&s=disk_root").await;
