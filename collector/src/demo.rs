@@ -34,6 +34,9 @@ pub struct DemoArgs {
     /// and one that goes silent among them).
     #[arg(long, default_value_t = 0)]
     simulate: usize,
+    /// Seconds between the dashboard pages' refreshes.
+    #[arg(long, default_value_t = 30)]
+    refresh_secs: u64,
     /// Password of the dashboard's `admin` account; default: a random one, printed.
     #[arg(long, env = "GANGLION_DEMO_PASSWORD")]
     admin_password: Option<String>,
@@ -63,7 +66,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         user: "admin".into(),
         password_hash: ganglion_web::auth::hash_password(&admin_password).map_err(|e| anyhow::anyhow!(e))?,
     }];
-    config.web.refresh_secs = 30;
+    config.web.refresh_secs = args.refresh_secs;
     // Checks: NSCA as a stock send_nsca configuration speaks it, and an admin token for
     // acks and downtime from this run's output.
     config.nsca = Some(crate::nsca::NscaConfig {

@@ -23,13 +23,23 @@ impl Demo {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let web = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(bin("ganglion"));
-        cmd.args(["--log", "info", "demo", "--simulate", &hosts.to_string(), "--interval-secs", "2"])
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .args(["--ingest", &format!("127.0.0.1:{}", free_port())])
-            .args(["--web", &web])
-            .args(["--nsca", &format!("127.0.0.1:{}", free_port())])
-            .args(["--admin-password", PASSWORD]);
+        cmd.args([
+            "--log",
+            "info",
+            "demo",
+            "--simulate",
+            &hosts.to_string(),
+            "--interval-secs",
+            "2",
+            "--refresh-secs",
+            "2",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--ingest", &format!("127.0.0.1:{}", free_port())])
+        .args(["--web", &web])
+        .args(["--nsca", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-password", PASSWORD]);
         let proc = Proc::spawn("demo", cmd, dir.path().join("demo.log"));
         let d = Demo { proc, web, _dir: dir };
         let url = d.url("/api/v1/health");
@@ -95,8 +105,16 @@ fn dashboard_pages_in_chromium_and_ack_through_the_form() {
         assert_eq!(broken, serde_json::json!([]), "{path}: images that did not load");
         b.screenshot(&out.join(format!("{name}.png")));
     }
-    let drawn = b.eval("document.images.length");
-    assert!(drawn.as_u64().is_some());
+    // The page refreshes itself in place and keeps its scroll position.
+    b.goto(&demo.url("/host?c=db&h=db-001&r=day"));
+    b.eval("document.querySelector('main h1').dataset.before = '1'; window.scrollTo(0, 400); window.scrollY");
+    let refreshed = b.eval(
+        "new Promise(r => { const t = Date.now(); (function w() { \
+           const h = document.querySelector('main h1'); \
+           if ((h && !h.dataset.before) || Date.now() - t > 15000) r([!h.dataset.before, window.scrollY]); \
+           else setTimeout(w, 100); })(); })",
+    );
+    assert_eq!(refreshed, serde_json::json!([true, 400]), "refreshed in place at the same scroll position");
     assert!(b.errors.is_empty(), "console errors:\n{}", b.errors.join("\n"));
 
     // An action without a session is refused, and nothing changes.
