@@ -362,3 +362,30 @@ fn notify_test_sends_through_every_channel_of_the_contact() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no [[contact]] named \"nobody\""));
 }
+
+#[test]
+fn check_config_reports_bad_alerting_input_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[[cluster]]\nname = \"t\"\nkey = \"0123456789abcdef\"\n\
+         [[contact]]\nname = \"dave\"\nemail = \"dave-at-example\"\nperiod = [\"61 * * * *\"]\n\
+         [[contactgroup]]\nname = \"ops\"\nmembers = [\"dave\", \"erin\"]\n\
+         [[route]]\nhosts = \"[\"\ngroups = [\"opz\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("ganglion")).arg("check-config").arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = cfg.display().to_string();
+    for want in [
+        format!("{file}:6:9: contact dave: email: \"dave-at-example\" is not an email address"),
+        format!("{file}:7:11: contact dave: period: \"61 * * * *\" is neither a cron expression"),
+        format!("{file}:10:20: contactgroup ops: unknown contact \"erin\""),
+        format!("{file}:12:9: route.hosts: bad regular expression"),
+        format!("{file}:13:11: route.groups: unknown contactgroup \"opz\""),
+    ] {
+        assert!(err.lines().any(|l| l.starts_with(&want)), "{want:?} not in:\n{err}");
+    }
+}
