@@ -20,7 +20,8 @@
 //!   When the suppression ends, whatever is due is sent: a problem never announced, a
 //!   reminder, a recovery;
 //! - one FLAPPING START/STOP notice (contacts with `f`), DOWNTIME START/END notices for
-//!   checks with an open problem or record (contacts with `s`).
+//!   checks with an open problem or record (contacts with `s`), and an ACKNOWLEDGEMENT
+//!   to those told about the problem when it is acknowledged with `notify`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -48,6 +49,9 @@ pub struct Observed {
     pub output: String,
     pub perfdata: String,
     pub acknowledged: bool,
+    /// "author: comment" of an acknowledgement placed with `notify` (Nagios'
+    /// ACKNOWLEDGEMENT notification goes to those told about the problem).
+    pub ack_notice: Option<String>,
     pub in_downtime: bool,
     pub flapping: bool,
     /// The check's host is UP (always true for the host check itself).
@@ -62,6 +66,7 @@ pub struct Observed {
 pub enum NoteKind {
     Problem,
     Recovery,
+    Acknowledgement,
     FlappingStart,
     FlappingStop,
     DowntimeStart,
@@ -74,6 +79,7 @@ impl NoteKind {
         match self {
             NoteKind::Problem => "PROBLEM",
             NoteKind::Recovery => "RECOVERY",
+            NoteKind::Acknowledgement => "ACKNOWLEDGEMENT",
             NoteKind::FlappingStart => "FLAPPING START",
             NoteKind::FlappingStop => "FLAPPING STOP",
             NoteKind::DowntimeStart => "DOWNTIME START",
@@ -135,6 +141,9 @@ pub struct Track {
     pub fired: BTreeSet<usize>,
     /// `notification_interval` 0 and already notified.
     pub done: bool,
+    /// Acknowledged at the last tick (an ACKNOWLEDGEMENT goes out on the change).
+    #[serde(default)]
+    pub acked: bool,
     /// When the check was last missing from the engine's table (after a restart, until
     /// its host's agent is back); the record is dropped after [`FORGET_MISSING_SECS`].
     #[serde(default)]
@@ -250,7 +259,7 @@ impl Machine {
         for i in contacts {
             let c = &self.cfg.contacts[i];
             let wanted = match note.kind {
-                NoteKind::Problem => c.states.wants_state(&note.state),
+                NoteKind::Problem | NoteKind::Acknowledgement => c.states.wants_state(&note.state),
                 NoteKind::Recovery => c.states.recovery,
                 NoteKind::FlappingStart | NoteKind::FlappingStop => c.states.flapping,
                 NoteKind::DowntimeStart | NoteKind::DowntimeEnd => c.states.downtime,
@@ -323,6 +332,7 @@ impl Machine {
                 in_downtime: o.in_downtime,
                 fired: BTreeSet::new(),
                 done: false,
+                acked: false,
                 missing_since: None,
             },
             None => return None,
@@ -348,6 +358,22 @@ impl Machine {
                 t.state = o.state.clone();
                 t.since = o.since;
                 t.done = false;
+            }
+            if o.acknowledged != t.acked {
+                t.acked = o.acknowledged;
+                if let (true, Some(_), Some(text)) = (o.acknowledged, &t.notified, &o.ack_notice) {
+                    let to: Vec<usize> = self
+                        .cfg
+                        .contacts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| t.notified_contacts.contains(&c.name))
+                        .map(|(i, _)| i)
+                        .collect();
+                    let mut note = Self::note(o, NoteKind::Acknowledgement, t.number, false, now);
+                    note.output = format!("Acknowledged by {text}");
+                    self.emit(out, to, &note, now);
+                }
             }
             let suppressed = o.acknowledged || o.in_downtime || o.flapping || (!o.key.2.is_empty() && !o.host_up);
             if suppressed {
@@ -408,6 +434,7 @@ impl Machine {
             self.emit(out, to, &Self::note(o, NoteKind::Recovery, t.number + 1, false, now), now);
         }
         t.notified = None;
+        t.acked = false;
         t.notified_contacts.clear();
         t.fired.clear();
         t.number = 0;
@@ -449,6 +476,7 @@ mod tests {
             output: format!("{state} - output"),
             perfdata: "time=0.1s".into(),
             acknowledged: false,
+            ack_notice: None,
             in_downtime: false,
             flapping: false,
             host_up: true,
@@ -537,7 +565,13 @@ mod tests {
         assert_eq!(sent(&mut m, 100, vec![obs("CRITICAL", 100)]).len(), 2);
         let mut acked = obs("CRITICAL", 100);
         acked.acknowledged = true;
-        for now in 101..200 {
+        acked.ack_notice = Some("ops: on it".into());
+        let ack = m.tick(101, vec![acked.clone()]).intents;
+        assert_eq!(ack.len(), 2, "{ack:?}");
+        assert!(ack
+            .iter()
+            .all(|i| i.note.kind == NoteKind::Acknowledgement && i.note.output == "Acknowledged by ops: on it"));
+        for now in 102..200 {
             assert!(sent(&mut m, now, vec![acked.clone()]).is_empty());
         }
         assert_eq!(sent(&mut m, 200, vec![obs("OK", 200)]), [p("alice", NoteKind::Recovery, "OK")]);

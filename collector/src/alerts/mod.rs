@@ -153,7 +153,11 @@ pub fn start(
                     for i in &mut out.intents {
                         let k = (i.note.cluster.clone(), i.note.host.clone(), i.note.service.clone());
                         if let Ok(j) = keys.binary_search(&k) {
-                            (i.note.output, i.note.perfdata) = outputs[j].clone();
+                            // An acknowledgement's note already says who and why.
+                            if i.note.output.is_empty() {
+                                i.note.output = outputs[j].0.clone();
+                            }
+                            i.note.perfdata = outputs[j].1.clone();
                         }
                     }
                 }

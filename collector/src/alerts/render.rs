@@ -227,6 +227,7 @@ pub fn short(notes: &[Note]) -> String {
         [n] => {
             let tag = match n.kind {
                 NoteKind::Problem | NoteKind::Recovery | NoteKind::Test => abbrev(&n.state).to_owned(),
+                NoteKind::Acknowledgement => "ACK".into(),
                 NoteKind::FlappingStart => "FLAP".into(),
                 NoteKind::FlappingStop => "FLAP END".into(),
                 NoteKind::DowntimeStart => "DT".into(),

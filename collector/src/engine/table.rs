@@ -1126,6 +1126,7 @@ impl Table {
                         output: String::new(),
                         perfdata: String::new(),
                         acknowledged: e.check.ack.is_some(),
+                        ack_notice: ack_notice(e.check.ack.as_deref()),
                         in_downtime: host_dt,
                         flapping: e.check.flap.is_flapping,
                         host_up: true,
@@ -1160,6 +1161,7 @@ impl Table {
                         output: String::new(),
                         perfdata: String::new(),
                         acknowledged: i.obj.ack.is_some(),
+                        ack_notice: ack_notice(i.obj.ack.as_deref()),
                         in_downtime: host_dt || self.ctx.in_downtime(h, Some(&i.def.name), now),
                         flapping: i.obj.flap.is_flapping,
                         host_up,
@@ -1170,6 +1172,11 @@ impl Table {
         }
         out
     }
+}
+
+/// "author: comment" of an acknowledgement placed with `notify`.
+fn ack_notice(ack: Option<&Acknowledgement>) -> Option<String> {
+    ack.filter(|a| a.notify).map(|a| format!("{}: {}", a.author, a.comment))
 }
 
 fn find_host_mut<'a>(

@@ -1,6 +1,7 @@
 //! Alerting end to end, with a real SMTP server (Debian's aiosmtpd writing a Maildir)
 //! and a webhook receiver on loopback: one email per HARD problem with the right
-//! content, one recovery, reminders that acknowledgement stops, nothing in downtime,
+//! content, one recovery, reminders that acknowledgement stops (with one
+//! ACKNOWLEDGEMENT notice), nothing in downtime, the graph inline,
 //! 50 problems grouped into one email per contact, messages kept and delivered across
 //! an SMTP outage and a `kill -9` of the collector, short texts under 160 characters
 //! with the rate limit folding the excess into one summary, and `ganglion notify test`.
@@ -181,13 +182,22 @@ fn reminders_repeat_until_acknowledged() {
         (sink.messages_to("alice@").len() >= 3).then_some(())
     });
     post(&c, "/api/v1/ack", &json!({"host": HOST, "service": "queue", "comment": "looking"}));
+    // Those told about the problem are told it is acknowledged (Nagios' ACKNOWLEDGEMENT).
+    let ack = wait_for(Duration::from_secs(10), "the acknowledgement notice", &[&c.proc], || {
+        sink.messages_to("alice@").into_iter().find(|m| m["subject"] == "ACKNOWLEDGEMENT: alert-host/queue (CRITICAL)")
+    });
+    assert!(ack["text"].as_str().unwrap().contains(": looking"), "{ack:#}");
     // A reminder may have been on its way when the ack landed.
     std::thread::sleep(Duration::from_secs(2));
     let after_ack = sink.messages_to("alice@").len();
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(sink.messages_to("alice@").len(), after_ack, "{:?}", subjects(&sink, "alice@"));
     let subs = subjects(&sink, "alice@");
-    assert!(subs.iter().all(|s| s == "PROBLEM: alert-host/queue is CRITICAL"), "{subs:?}");
+    assert_eq!(subs.iter().filter(|s| s.starts_with("ACKNOWLEDGEMENT")).count(), 1, "{subs:?}");
+    assert!(
+        subs.iter().all(|s| s == "PROBLEM: alert-host/queue is CRITICAL" || s.starts_with("ACKNOWLEDGEMENT")),
+        "{subs:?}"
+    );
     let texts: Vec<String> =
         sink.messages_to("alice@").iter().map(|m| m["text"].as_str().unwrap_or("").to_owned()).collect();
     assert!(texts.iter().any(|t| t.contains("Notification: #3")), "{texts:#?}");
