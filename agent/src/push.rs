@@ -386,12 +386,14 @@ pub async fn direct(
         host: host.unwrap_or(&config.host).to_owned(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         sent_at_ms: now_ms,
-        interval_secs: u32::try_from(config.interval.as_secs()).unwrap_or(u32::MAX),
+        // 0 and run 0 (below): a one-shot sender, not an agent (PROTOCOL.md), so the
+        // collector keeps the host's own agent's interval, facts and sequence.
+        interval_secs: 0,
         facts,
         metrics,
     };
     let batch = Batch {
-        run: rand::random(),
+        run: 0,
         seq: 1,
         time_ms: now_ms,
         defs: Vec::new(),

@@ -221,9 +221,16 @@ async fn session(
     let mut ids: Vec<Option<usize>> = Vec::new();
     {
         let mut h = lock(&host);
-        h.facts = hello.facts.clone();
-        h.agent_version = hello.agent_version.clone();
-        h.interval_secs = hello.interval_secs.max(1);
+        // `interval_secs` 0 is a one-shot sender (`ganglion-agent send --direct`): it
+        // must not replace what the host's agent said about the host.
+        let one_shot = hello.interval_secs == 0;
+        if !one_shot || h.seq.batches == 0 {
+            h.facts = hello.facts.clone();
+            h.agent_version = hello.agent_version.clone();
+        }
+        if !one_shot {
+            h.interval_secs = hello.interval_secs;
+        }
         h.peer = peer.to_string();
         h.connections += 1;
         h.last_seen = Instant::now();
@@ -481,7 +488,8 @@ fn apply(
     h.last_seen = Instant::now();
     h.last_seen_ms = now;
     let undo = h.seq.clone();
-    if !h.note_seq(batch.run, batch.seq) {
+    // Run 0 is a one-shot push: it has no sequence, and must not reset the agent's.
+    if batch.run != 0 && !h.note_seq(batch.run, batch.seq) {
         ctx.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
         return None;
     }

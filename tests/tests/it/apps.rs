@@ -453,6 +453,7 @@ fn send_puts_custom_metrics_in_the_api_through_the_agent_and_directly() {
     assert!(!out.status.success(), "a source's prefix is the agent's");
 
     // Straight to the collector, as this host and as another one.
+    let before = c.host("apps-send").unwrap();
     let out = send(&agent, &["--direct", "--name", "direct_metric", "--value", "7", "--unit", "s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     rec.until(&c, &procs, Duration::from_secs(5), "the direct metric", |r| r.last("direct_metric") == Some(7.0));
@@ -461,11 +462,21 @@ fn send_puts_custom_metrics_in_the_api_through_the_agent_and_directly() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut other = Recorder::new("apps-spoofed");
     other.until(&c, &procs, Duration::from_secs(5), "the spoofed host's metric", |r| r.last("lag") == Some(3.0));
+    // As the agent's own host, from another process: the host keeps its agent's view.
+    let out = send(&agent, &["--direct", "--host", "apps-send", "--name", "direct_again", "--value", "8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rec.until(&c, &procs, Duration::from_secs(5), "the second direct metric", |r| r.last("direct_again") == Some(8.0));
     // The agent's own batches go on.
     let n = rec.count("load_one");
     rec.until(&c, &procs, Duration::from_secs(5), "the agent's batches after --direct", |r| {
         r.count("load_one") > n + 1
     });
+    let after = c.host("apps-send").unwrap();
+    assert_eq!(after["seq"]["run"], before["seq"]["run"], "the agent's run is kept: {after}");
+    assert_eq!(after["seq"]["gaps"], 0, "{after}");
+    assert!(after["seq"]["batches"].as_u64() > before["seq"]["batches"].as_u64(), "{after}");
+    assert_eq!(after["interval_secs"], before["interval_secs"]);
+    assert_eq!(after["facts"], before["facts"]);
 }
 
 #[test]
