@@ -658,3 +658,17 @@ fn narrowed_views_and_worst_states_for_the_dashboard() {
     assert_eq!(f.table.worst_states("c"), vec![("h1".to_owned(), 3)]);
     assert!(f.table.worst_states("other").is_empty());
 }
+
+#[test]
+fn recheck_makes_checks_due_now() {
+    let mut f = fixture(vec![passive("a", 1), passive("b", 1)], db::Saved::default());
+    let due =
+        |f: &Fixture, s: &str| f.table.hosts["c"]["h1"].services.iter().find(|i| i.def.name == s).unwrap().next_check;
+    let later = T0 + 10_000;
+    assert_eq!(f.table.recheck(None, "h1", Some("a"), later).unwrap(), 1);
+    assert!(due(&f, "a") <= later);
+    assert_eq!(f.table.recheck(Some("c"), "h1", None, later).unwrap(), 3, "the host check and both services");
+    assert!(f.table.hosts["c"]["h1"].host_next_check <= later);
+    assert!(matches!(f.table.recheck(None, "nope", None, later), Err(ControlError::NotFound(_))));
+    assert!(matches!(f.table.recheck(Some("other"), "h1", None, later), Err(ControlError::NotFound(_))));
+}
