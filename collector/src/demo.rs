@@ -45,8 +45,11 @@ pub struct DemoArgs {
 /// Clusters of the simulated hosts.
 const SIM_CLUSTERS: [&str; 3] = ["web", "db", "batch"];
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    // The agent's send socket must be an absolute path, and the default directory is
+    // relative to where the demo was started.
+    args.data = std::fs::canonicalize(&args.data).with_context(|| format!("resolving {}", args.data.display()))?;
     let mut raw_key = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut raw_key);
     let key = hex::encode(raw_key);

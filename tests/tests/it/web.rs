@@ -157,3 +157,26 @@ fn dashboard_pages_in_chromium_and_ack_through_the_form() {
     b.screenshot(&out.join("problems-after-ack.png"));
     assert!(b.errors.is_empty(), "console errors:\n{}", b.errors.join("\n"));
 }
+
+/// The README's first command: `ganglion demo` on its defaults, which keep the data in
+/// `ganglion-demo` under the current directory. The demo's own agent must start and
+/// report (its send socket needs an absolute path, which a relative default once broke).
+#[test]
+fn demo_on_its_default_data_directory_runs_its_agent() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(bin("ganglion"));
+    cmd.current_dir(dir.path())
+        .args(["--log", "info", "demo", "--interval-secs", "1"])
+        .args(["--ingest", &format!("127.0.0.1:{}", free_port())])
+        .args(["--web", &web])
+        .args(["--nsca", &format!("127.0.0.1:{}", free_port())]);
+    let proc = Proc::spawn("demo", cmd, dir.path().join("demo.log"));
+    let url = format!("http://{web}/api/v1/clusters");
+    wait_for(Duration::from_secs(30), "the demo's own agent reporting", &[&proc], || {
+        let v: Value = ureq::get(&url).call().ok()?.into_json().ok()?;
+        let demo = v.as_array()?.iter().find(|c| c["name"] == "demo")?;
+        (demo["hosts_up"].as_u64()? >= 1).then_some(())
+    });
+    assert!(dir.path().join("ganglion-demo").is_dir());
+}
