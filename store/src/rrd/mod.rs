@@ -407,9 +407,11 @@ fn close_pdps<L: Live + ?Sized>(
     });
 }
 
-/// Writes the primary row and `count - 1` secondary rows of archive `r`. Rows beyond
-/// the archive's length would only overwrite each other, so they are skipped; the final
-/// contents are the same.
+/// Writes the primary row and `count - 1` secondary rows of archive `r`. rrdtool caps
+/// the count at the archive's length (rrd.md §1.5) and still writes the primary value
+/// first: when more rows were completed than the archive holds, the oldest row kept
+/// gets the primary value (with one row, that row). The rows written are the newest
+/// `min(count, rows)` positions, so an archive addressed by time stays in step.
 fn write_rows<L: Live + ?Sized>(live: &mut L, r: usize, rows: u64, ds_cnt: usize, count: u64) {
     let skip = count.saturating_sub(rows);
     let mut row = rem(*live.cur_row(r) + skip, rows);
@@ -417,7 +419,7 @@ fn write_rows<L: Live + ?Sized>(live: &mut L, r: usize, rows: u64, ds_cnt: usize
         row = if row + 1 == rows { 0 } else { row + 1 };
         for i in 0..ds_cnt {
             let c = *live.cdp(r * ds_cnt + i);
-            let v = if k == 0 { c.primary } else { c.secondary };
+            let v = if k == skip { c.primary } else { c.secondary };
             live.put(r, row, i, v);
         }
     }

@@ -230,3 +230,22 @@ fn formats_like_glibc() {
     assert_eq!(format_value(f64::NAN), "-nan");
     assert_eq!(format_value(f64::NEG_INFINITY), "-inf");
 }
+
+/// One update completing more rows than the archive holds: rrdtool caps the count and
+/// still writes the primary value first, so a one-row archive keeps the primary value
+/// (here 212.125 / 21 s, the PDP the update closed first), not the unknown secondary
+/// one. Found by the differential test; `rrdtool fetch` prints 1.0101190476e+01.
+#[test]
+fn a_one_row_archive_keeps_the_primary_value_when_several_rows_complete() {
+    let ds = vec![DsDef::parse("DS:ds0:ABSOLUTE:60:U:U").unwrap()];
+    let rra = vec![RraDef::parse("RRA:AVERAGE:0.5:2:1").unwrap()];
+    let mut d = Rrd::create(60, 1_200_000_266, ds, rra).unwrap();
+    for (t, v) in [(1_200_002_800u64, "142.75"), (1_200_002_860, "195.75"), (1_200_002_881, "212.125")] {
+        d.update(t, &[v]).unwrap();
+    }
+    d.update(1_200_003_371, &["6.625"]).unwrap();
+    let f = d.fetch(Cf::Average, 1_200_002_814, 1_200_003_337, 1729).unwrap();
+    let last = f.rows.last().unwrap()[0];
+    assert_eq!(format_value(last), "1.0101190476e+01", "{f:?}");
+    assert_eq!(f.time(f.rows.len() - 1), 1_200_003_360);
+}
