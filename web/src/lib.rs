@@ -14,10 +14,14 @@
 //! - [`html`]: page frame, styles, the small script (auto-refresh, drag zoom, filter);
 //! - [`auth`], [`actions`]: sign-in, sessions, CSRF, and the admin actions.
 //!
-//! ```no_run
-//! # fn source() -> std::sync::Arc<dyn ganglion_web::DashboardSource> { unimplemented!() }
-//! let app: axum::Router = ganglion_web::router(source(), ganglion_web::WebConfig::default());
-//! # drop(app);
+//! ```
+//! use std::sync::Arc;
+//!
+//! /// The collector passes its own source in; any implementation mounts the same way.
+//! fn dashboard(source: Arc<dyn ganglion_web::DashboardSource>) -> axum::Router {
+//!     ganglion_web::router(source, ganglion_web::WebConfig::default())
+//! }
+//! # let _ = dashboard;
 //! ```
 
 pub mod actions;
