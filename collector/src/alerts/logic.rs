@@ -233,6 +233,12 @@ impl Machine {
         (out.into_iter().collect(), true, interval)
     }
 
+    /// Indices of the contacts with these names (those told about a problem hear of
+    /// its acknowledgement and recovery).
+    fn contacts_named(&self, names: &BTreeSet<String>) -> Vec<usize> {
+        self.cfg.contacts.iter().enumerate().filter(|(_, c)| names.contains(&c.name)).map(|(i, _)| i).collect()
+    }
+
     fn note(o: &Observed, kind: NoteKind, number: u32, escalated: bool, now: i64) -> Note {
         Note {
             kind,
@@ -362,14 +368,7 @@ impl Machine {
             if o.acknowledged != t.acked {
                 t.acked = o.acknowledged;
                 if let (true, Some(_), Some(text)) = (o.acknowledged, &t.notified, &o.ack_notice) {
-                    let to: Vec<usize> = self
-                        .cfg
-                        .contacts
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| t.notified_contacts.contains(&c.name))
-                        .map(|(i, _)| i)
-                        .collect();
+                    let to = self.contacts_named(&t.notified_contacts);
                     let mut note = Self::note(o, NoteKind::Acknowledgement, t.number, false, now);
                     note.output = format!("Acknowledged by {text}");
                     self.emit(out, to, &note, now);
@@ -423,14 +422,7 @@ impl Machine {
             if o.in_downtime || o.flapping {
                 return Some(t);
             }
-            let to: Vec<usize> = self
-                .cfg
-                .contacts
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| t.notified_contacts.contains(&c.name))
-                .map(|(i, _)| i)
-                .collect();
+            let to = self.contacts_named(&t.notified_contacts);
             self.emit(out, to, &Self::note(o, NoteKind::Recovery, t.number + 1, false, now), now);
         }
         t.notified = None;

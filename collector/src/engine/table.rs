@@ -694,18 +694,7 @@ impl Table {
             Ok(v) => self.ctx.apply_metric(&job.cluster, &job.host, host_up, inst, v, now),
             Err(e) => {
                 let output = format!("UNKNOWN - could not read the history of {}: {e}", job.metric);
-                let out = PluginOutput { output, ..PluginOutput::default() };
-                self.ctx.apply_service(
-                    &job.cluster,
-                    &job.host,
-                    host_up,
-                    inst,
-                    ServiceState::Unknown,
-                    out,
-                    now,
-                    true,
-                    Dirty::Lazy,
-                );
+                self.ctx.apply_unknown(&job.cluster, &job.host, host_up, inst, output, now);
             }
         }
     }
@@ -1474,18 +1463,8 @@ impl Ctx {
                         out.active.push(job);
                     }
                     Err(e) => {
-                        let out = PluginOutput { output: format!("(Bad check command: {e})"), ..Default::default() };
-                        self.apply_service(
-                            &h.cluster,
-                            &h.name,
-                            host_up,
-                            inst,
-                            ServiceState::Unknown,
-                            out,
-                            now,
-                            true,
-                            Dirty::Lazy,
-                        );
+                        let output = format!("(Bad check command: {e})");
+                        self.apply_unknown(&h.cluster, &h.name, host_up, inst, output, now);
                     }
                 }
             }
@@ -1554,6 +1533,21 @@ impl Ctx {
         inst.reading = Some(reading.clone());
         let out = Output::Reading { def: &def, reading, state: result };
         self.after_result(cluster, host, Some(&def.name), &mut inst.obj, &t, def.flap, now, out, Dirty::Lazy);
+    }
+
+    /// A check that could not be run (its history unreadable, its command bad) is
+    /// UNKNOWN with the reason as its output.
+    fn apply_unknown(
+        &mut self,
+        cluster: &str,
+        host: &str,
+        host_up: bool,
+        inst: &mut Instance,
+        output: String,
+        now: i64,
+    ) {
+        let out = PluginOutput { output, ..PluginOutput::default() };
+        self.apply_service(cluster, host, host_up, inst, ServiceState::Unknown, out, now, true, Dirty::Lazy);
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -43,15 +43,7 @@ impl Inner {
                     drop(idx);
                     let id = self.create_shard(def, need)?;
                     idx = lock(&self.index);
-                    while idx.shards.len() <= id as usize {
-                        idx.shards.push(Slots {
-                            group: g,
-                            slots: Vec::new(),
-                            incs: Vec::new(),
-                            free: Vec::new(),
-                            to_zero: Vec::new(),
-                        });
-                    }
+                    idx.reserve_shard(id, g);
                     let cap = read(&self.shards)[id as usize].as_ref().map_or(0, |s| s.layout.capacity);
                     let sl = &mut idx.shards[id as usize];
                     sl.group = g;

@@ -535,6 +535,15 @@ struct Index {
 }
 
 impl Index {
+    /// Makes room for shard `id` in `shards`: new entries belong to `group` and have no
+    /// slots yet (the caller fills in the shard's own).
+    fn reserve_shard(&mut self, id: u32, group: u32) {
+        while self.shards.len() <= id as usize {
+            let empty = Slots { group, slots: Vec::new(), incs: Vec::new(), free: Vec::new(), to_zero: Vec::new() };
+            self.shards.push(empty);
+        }
+    }
+
     fn find(&self, h: u64, k: [&str; 3]) -> Option<u32> {
         match self.map.get(&h) {
             Some(&sid) if key_eq(&self.series[sid as usize].key, k) => Some(sid),

@@ -405,15 +405,7 @@ impl Inner {
             let mut idx = lock(&self.index);
             let g = idx.group_of((*sh.def).clone());
             idx.groups[g as usize].shards.push(id);
-            while idx.shards.len() <= id as usize {
-                idx.shards.push(Slots {
-                    group: g,
-                    slots: Vec::new(),
-                    incs: Vec::new(),
-                    free: Vec::new(),
-                    to_zero: Vec::new(),
-                });
-            }
+            idx.reserve_shard(id, g);
             idx.shards[id as usize] = Slots {
                 group: g,
                 slots: vec![NONE; cap as usize],
