@@ -96,6 +96,11 @@ impl Shared {
         lock(&self.spool).acked(idx)
     }
 
+    /// Batches from `next` on are in the spool, waiting for the send window.
+    pub fn has_unsent(&self, next: u64) -> bool {
+        next < lock(&self.spool).next_seq()
+    }
+
     /// Where a new session of collector `idx` starts: the first batch it lacks.
     pub fn resume_point(&self, idx: usize) -> u64 {
         let s = lock(&self.spool);

@@ -15,6 +15,10 @@ use ganglion_proto::frame::{self, Kind};
 use ganglion_proto::io::{FrameReader, ReadError};
 use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Refusal};
 use rand::Rng;
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use ganglion_proto::frame::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -83,11 +87,10 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
         .map_err(|_| SendError::ConnectTimeout)?
         .map_err(SendError::Connect)?;
     stream.set_nodelay(true)?;
-    let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd, frame::DEFAULT_MAX_FRAME_BYTES);
+    let mut conn = Conn::new(stream, frame::DEFAULT_MAX_FRAME_BYTES);
     let key = shared.config.key.as_slice();
 
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, reader.next())
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, conn.next_frame())
         .await
         .map_err(|_| SendError::Idle(CONNECT_TIMEOUT))??
         .ok_or(SendError::Closed)?;
@@ -101,18 +104,22 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
     let hello: Hello = shared.hello();
     let payload = msg::encode(&hello).map_err(|e| SendError::Protocol(e.to_string()))?;
     let bytes = frame::seal(Kind::Hello, 0, nonce, Some(key), &payload);
-    wr.write_all(&bytes).await?;
+    conn.write_all(&bytes).await?;
     shared.stats.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     tracing::info!(collector = %addr, version = %challenge.collector, "Connected to collector.");
 
+    let mut acks = Acks { idx, key, nonce, recv_counter: 1, last_frame: Instant::now() };
     let mut counter = 1u64;
-    let mut recv_counter = 1u64;
     let mut latest = shared.latest.subscribe();
     let mut next = shared.resume_point(idx);
     // Values of the previous batch sent on this connection, by metric id: a batch only
     // carries what changed since then (PROTOCOL.md, "Batch").
     let mut sent: Vec<Option<f64>> = Vec::new();
     loop {
+        // Acks that came in since the last look, without waiting for any.
+        while let Some(f) = conn.try_frame()? {
+            acks.take(shared, f)?;
+        }
         // Send what the window allows.
         while let Some((seq, payload)) = shared.next_to_send(idx, &mut next) {
             let payload = match msg::decode::<Batch>(&payload).and_then(|b| msg::encode(&b.delta_against(&mut sent))) {
@@ -130,35 +137,25 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
                 continue;
             }
             counter += 1;
-            wr.write_all(&bytes).await?;
+            conn.write_all(&bytes).await?;
             shared.stats.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             shared.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
         }
+        let unacked = shared.spool_acked(idx) + 1 < next;
+        if unacked && acks.last_frame.elapsed() > IDLE_TIMEOUT {
+            return Err(SendError::Idle(IDLE_TIMEOUT));
+        }
+        // With batches the window holds back, the acks are what we wait for. Caught up,
+        // the next batch is: its ack is read when that batch goes out, so an ack does
+        // not wake the agent in between (one wake-up per interval, not two).
+        let backlog = shared.has_unsent(next);
+        if !backlog {
+            conn.quiet()?;
+        }
         tokio::select! {
-            f = tokio::time::timeout(IDLE_TIMEOUT, reader.next()) => {
+            f = tokio::time::timeout(IDLE_TIMEOUT, conn.next_frame()), if backlog => {
                 let f = f.map_err(|_| SendError::Idle(IDLE_TIMEOUT))??.ok_or(SendError::Closed)?;
-                if f.kind == Kind::Error {
-                    // A refusal may come before the collector knows our key (unknown
-                    // cluster), so it is not signed: it only explains the close.
-                    let r: Refusal = msg::decode(&f.payload).map_err(|e| SendError::Protocol(e.to_string()))?;
-                    return Err(SendError::Refused { reason: r.reason, message: r.message });
-                }
-                if f.verify(key).is_err() || f.nonce != nonce {
-                    return Err(SendError::Protocol("collector frame failed authentication".into()));
-                }
-                if f.counter != recv_counter {
-                    return Err(SendError::Protocol(format!("collector frame counter {} where {recv_counter} was due", f.counter)));
-                }
-                recv_counter += 1;
-                match f.kind {
-                    Kind::Ack => {
-                        let ack: Ack = msg::decode(&f.payload).map_err(|e| SendError::Protocol(e.to_string()))?;
-                        if ack.run == shared.run {
-                            shared.ack(idx, ack.seq);
-                        }
-                    }
-                    k => return Err(SendError::Protocol(format!("unexpected {k:?} frame"))),
-                }
+                acks.take(shared, f)?;
             }
             r = latest.changed() => {
                 if r.is_err() {
@@ -166,11 +163,209 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
                 }
             }
             () = shutdown.cancelled() => {
-                // Give the collector a moment to ack what is in flight, then leave.
-                let _ = wr.shutdown().await;
+                // Let the collector ack what is in flight as it closes; we leave.
+                conn.shutdown();
                 return Ok(());
             }
         }
+    }
+}
+
+/// The collector's side of a session: acks, or a refusal that explains a close.
+struct Acks<'a> {
+    idx: usize,
+    key: &'a [u8],
+    nonce: [u8; 16],
+    recv_counter: u64,
+    last_frame: Instant,
+}
+
+impl Acks<'_> {
+    fn take(&mut self, shared: &Shared, f: Frame) -> Result<(), SendError> {
+        if f.kind == Kind::Error {
+            // A refusal may come before the collector knows our key (unknown
+            // cluster), so it is not signed: it only explains the close.
+            let r: Refusal = msg::decode(&f.payload).map_err(|e| SendError::Protocol(e.to_string()))?;
+            return Err(SendError::Refused { reason: r.reason, message: r.message });
+        }
+        if f.verify(self.key).is_err() || f.nonce != self.nonce {
+            return Err(SendError::Protocol("collector frame failed authentication".into()));
+        }
+        if f.counter != self.recv_counter {
+            return Err(SendError::Protocol(format!(
+                "collector frame counter {} where {} was due",
+                f.counter, self.recv_counter
+            )));
+        }
+        self.recv_counter += 1;
+        self.last_frame = Instant::now();
+        match f.kind {
+            Kind::Ack => {
+                let ack: Ack = msg::decode(&f.payload).map_err(|e| SendError::Protocol(e.to_string()))?;
+                if ack.run == shared.run {
+                    shared.ack(self.idx, ack.seq);
+                }
+                Ok(())
+            }
+            k => Err(SendError::Protocol(format!("unexpected {k:?} frame"))),
+        }
+    }
+}
+
+/// A collector connection, registered with the runtime only while the session waits on
+/// it.
+///
+/// Caught up, the session waits for the next batch, not for the collector: were the
+/// socket registered, the ack of the batch just sent would wake the agent only to be
+/// buffered, and on a quiet host that wake-up costs about as much as a collection's
+/// `/proc` reads. So between batches the socket is a plain non-blocking one that
+/// nothing watches; acks wait in it and are read before the next batch goes out. It is
+/// registered again to wait for acks (window full) or for room to write.
+struct Conn {
+    socket: Socket,
+    buf: Vec<u8>,
+    start: usize,
+    max: usize,
+    closed: bool,
+}
+
+enum Socket {
+    Watched(TcpStream),
+    Quiet(std::net::TcpStream),
+    /// Only while switching between the two.
+    Moving,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, max: usize) -> Conn {
+        Conn { socket: Socket::Watched(stream), buf: Vec::with_capacity(512), start: 0, max, closed: false }
+    }
+
+    fn watched(&mut self) -> std::io::Result<&TcpStream> {
+        self.socket = match std::mem::replace(&mut self.socket, Socket::Moving) {
+            Socket::Quiet(s) => Socket::Watched(TcpStream::from_std(s)?),
+            held => held,
+        };
+        match &self.socket {
+            Socket::Watched(s) => Ok(s),
+            _ => Err(std::io::Error::other("connection lost while re-registering")),
+        }
+    }
+
+    /// Stops watching the socket (see the type's doc).
+    fn quiet(&mut self) -> std::io::Result<()> {
+        self.socket = match std::mem::replace(&mut self.socket, Socket::Moving) {
+            Socket::Watched(s) => Socket::Quiet(s.into_std()?),
+            held => held,
+        };
+        Ok(())
+    }
+
+    /// Closes our direction; the collector still acks what is in flight as it closes.
+    fn shutdown(&mut self) {
+        if self.quiet().is_ok() {
+            if let Socket::Quiet(s) = &self.socket {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
+
+    /// A non-blocking read, whichever way the socket is held.
+    fn read_now(&self, chunk: &mut [u8]) -> std::io::Result<usize> {
+        match &self.socket {
+            Socket::Watched(s) => s.try_read(chunk),
+            Socket::Quiet(s) => (&mut &*s).read(chunk),
+            Socket::Moving => Err(std::io::Error::other("connection lost while re-registering")),
+        }
+    }
+
+    /// A non-blocking write, whichever way the socket is held.
+    fn write_now(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &self.socket {
+            Socket::Watched(s) => s.try_write(bytes),
+            Socket::Quiet(s) => (&mut &*s).write(bytes),
+            Socket::Moving => Err(std::io::Error::other("connection lost while re-registering")),
+        }
+    }
+
+    /// The next whole frame already buffered or readable without waiting.
+    fn try_frame(&mut self) -> Result<Option<Frame>, SendError> {
+        loop {
+            if let Some(f) = self.buffered()? {
+                return Ok(Some(f));
+            }
+            let mut chunk = [0u8; 4096];
+            match self.read_now(&mut chunk) {
+                Ok(n) => self.append(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for the next frame; `Ok(None)` when the collector closed between frames.
+    async fn next_frame(&mut self) -> Result<Option<Frame>, SendError> {
+        loop {
+            match self.buffered() {
+                Ok(Some(f)) => return Ok(Some(f)),
+                Ok(None) => {}
+                Err(SendError::Closed) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            let mut chunk = [0u8; 4096];
+            let stream = self.watched()?;
+            stream.readable().await?;
+            match stream.try_read(&mut chunk) {
+                Ok(n) => self.append(&chunk[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// A whole frame from the buffer; [`SendError::Closed`] once the stream ended
+    /// between frames.
+    fn buffered(&mut self) -> Result<Option<Frame>, SendError> {
+        if let Some((f, used)) = frame::decode(&self.buf[self.start..], self.max).map_err(ReadError::from)? {
+            self.start += used;
+            if self.start == self.buf.len() {
+                self.buf.clear();
+                self.start = 0;
+            }
+            return Ok(Some(f));
+        }
+        if self.closed {
+            return Err(if self.start == self.buf.len() { SendError::Closed } else { ReadError::Truncated.into() });
+        }
+        Ok(None)
+    }
+
+    /// Bytes read from the socket; none means the collector closed its side.
+    fn append(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            self.closed = true;
+            return;
+        }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    async fn write_all(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            match self.write_now(bytes) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // The socket buffer is full: wait for room, watched.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.watched()?.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
