@@ -9,6 +9,7 @@
 //! Layout:
 //! - [`source`]: the [`DashboardSource`] trait and the data types that cross it;
 //! - [`graph`]: PNG and SVG graphs (also used for graphs inlined in alert emails);
+//! - [`raster`]: the PNG path's bitmap surface (cached glyphs) and PNG encoding;
 //! - [`charts`]: `/graph.png` and `/graph.svg` queries → series → graph;
 //! - [`pages`]: the HTML pages and their JSON (`?format=json`);
 //! - [`html`]: page frame, styles, the small script (auto-refresh, drag zoom, filter);
@@ -30,6 +31,7 @@ pub mod charts;
 pub mod graph;
 pub mod html;
 pub mod pages;
+pub mod raster;
 pub mod source;
 
 use std::sync::{Arc, Mutex};
