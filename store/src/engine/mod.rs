@@ -1218,7 +1218,45 @@ impl Store {
         end: u64,
         resolution: u64,
     ) -> Result<Fetched, ReadError> {
+        let (c, name) = self.inner.with_snapshot(series, start, end, |sh, snap| {
+            Ok((fetch_snapshot(sh, snap, cf, start, end, resolution)?, snap.def.ds.name.clone()))
+        })?;
+        let rows = c.values.into_iter().map(|v| vec![v]).collect();
+        Ok(Fetched { start: c.start, end: c.end, step: c.step, ds_names: vec![name], rows })
+    }
+
+    /// [`Store::fetch`] as one column of values (series have one data source), without
+    /// a vector per row: what graphs read.
+    ///
+    /// # Errors
+    /// As [`Store::fetch`].
+    pub fn fetch_column(
+        &self,
+        series: &SeriesKey,
+        cf: Cf,
+        start: u64,
+        end: u64,
+        resolution: u64,
+    ) -> Result<Column, ReadError> {
         self.inner.fetch(series, cf, start, end, resolution)
+    }
+
+    /// `(step, newest complete row)` of the archive [`Store::fetch`] would read with
+    /// these arguments, without reading rows: one state read and the unflushed samples
+    /// applied in memory. A dashboard keeps a rendered graph while this is unchanged,
+    /// since rows are only ever added after the newest one.
+    ///
+    /// # Errors
+    /// As [`Store::fetch`].
+    pub fn newest_row(
+        &self,
+        series: &SeriesKey,
+        cf: Cf,
+        start: u64,
+        end: u64,
+        resolution: u64,
+    ) -> Result<(u64, u64), ReadError> {
+        self.inner.newest_row(series, cf, start, end, resolution)
     }
 
     /// Writes every unflushed sample to the shards and drops the journal they came
@@ -1489,14 +1527,13 @@ impl Drop for Store {
 }
 
 /// A fetch of one series from its shard (or none yet) and its unflushed samples.
-fn fetch_snapshot(
+/// The series' state as stored and as it is with the unflushed samples applied, and
+/// (when `overlay`) the rows those samples complete, per archive.
+fn current_state(
     sh: Option<&Shard>,
     snap: &Snapshot,
-    cf: Cf,
-    start: u64,
-    end: u64,
-    res: u64,
-) -> Result<Fetched, ReadError> {
+    overlay: bool,
+) -> Result<(State, State, Vec<Vec<f64>>), ReadError> {
     let def = &*snap.def;
     let mut st = match sh {
         Some(sh) if snap.incarnation != 0 => {
@@ -1514,8 +1551,25 @@ fn fetch_snapshot(
         _ => State::fresh(def, snap.incarnation, snap.created),
     };
     let disk_state = st.clone();
-    let mut overlay: Vec<Vec<f64>> = vec![Vec::new(); def.rra.len()];
-    apply_samples(def, &mut st, &snap.pending, |a, _, v| overlay[a].push(v));
+    let mut rows: Vec<Vec<f64>> = vec![Vec::new(); if overlay { def.rra.len() } else { 0 }];
+    apply_samples(def, &mut st, &snap.pending, |a, _, v| {
+        if let Some(r) = rows.get_mut(a) {
+            r.push(v);
+        }
+    });
+    Ok((disk_state, st, rows))
+}
+
+fn fetch_snapshot(
+    sh: Option<&Shard>,
+    snap: &Snapshot,
+    cf: Cf,
+    start: u64,
+    end: u64,
+    res: u64,
+) -> Result<Column, ReadError> {
+    let def = &*snap.def;
+    let (disk_state, st, overlay) = current_state(sh, snap, true)?;
     let r = choose_rra(def.step, &def.rra, st.last_up, cf, start, end, res)?;
     let step = def.rra_step(r);
     let rows = def.rra[r].rows;
@@ -1530,20 +1584,20 @@ fn fetch_snapshot(
     for i in 0..n {
         let t = start + (i as u64 + 1) * step;
         if t > rra_end || (rra_end - t) / step >= rows {
-            out.push(vec![DNAN]);
+            out.push(DNAN);
             continue;
         }
         let age = ((rra_end - t) / step) as usize;
         if age < ov.len() {
-            out.push(vec![ov[ov.len() - 1 - age]]);
+            out.push(ov[ov.len() - 1 - age]);
             continue;
         }
         if t <= created_end || t > disk_state.last_up {
-            out.push(vec![DNAN]);
+            out.push(DNAN);
             continue;
         }
         let Some(sh) = sh else {
-            out.push(vec![DNAN]);
+            out.push(DNAN);
             continue;
         };
         let row = (t / step) % rows;
@@ -1570,9 +1624,9 @@ fn fetch_snapshot(
                 blocks.len() - 1
             }
         };
-        out.push(vec![blocks[bi].1[(row % BLOCK_ROWS as u64) as usize]]);
+        out.push(blocks[bi].1[(row % BLOCK_ROWS as u64) as usize]);
     }
-    Ok(Fetched { start, end, step, ds_names: vec![def.ds.name.clone()], rows: out })
+    Ok(Column { start, end, step, values: out })
 }
 
 fn corrupt_err(sh: &Shard, reason: String) -> ReadError {
@@ -1581,6 +1635,19 @@ fn corrupt_err(sh: &Shard, reason: String) -> ReadError {
 
 fn seg_id(p: &Path) -> Option<u64> {
     p.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok()
+}
+
+/// Rows of one series as [`Store::fetch_column`] reads them: value `i` is the row
+/// labelled `start + (i + 1) * step`; NaN is unknown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Aligned start (exclusive).
+    pub start: u64,
+    /// Aligned end (inclusive label of the last row).
+    pub end: u64,
+    /// Seconds per row of the chosen archive.
+    pub step: u64,
+    pub values: Vec<f64>,
 }
 
 /// What a fetch needs of a series, copied under the index lock.
@@ -1593,7 +1660,28 @@ struct Snapshot {
 }
 
 impl Inner {
-    fn fetch(&self, series: &SeriesKey, cf: Cf, start: u64, end: u64, res: u64) -> Result<Fetched, ReadError> {
+    fn fetch(&self, series: &SeriesKey, cf: Cf, start: u64, end: u64, res: u64) -> Result<Column, ReadError> {
+        self.with_snapshot(series, start, end, |sh, snap| fetch_snapshot(sh, snap, cf, start, end, res))
+    }
+
+    fn newest_row(&self, series: &SeriesKey, cf: Cf, start: u64, end: u64, res: u64) -> Result<(u64, u64), ReadError> {
+        self.with_snapshot(series, start, end, |sh, snap| {
+            let (_, st, _) = current_state(sh, snap, false)?;
+            let def = &*snap.def;
+            let r = choose_rra(def.step, &def.rra, st.last_up, cf, start, end, res)?;
+            let step = def.rra_step(r);
+            Ok((step, st.last_up - st.last_up % step))
+        })
+    }
+
+    /// Runs `read` on a consistent snapshot of one series (its shard's I/O lock held).
+    fn with_snapshot<T>(
+        &self,
+        series: &SeriesKey,
+        start: u64,
+        end: u64,
+        f: impl FnOnce(Option<&Shard>, &Snapshot) -> Result<T, ReadError>,
+    ) -> Result<T, ReadError> {
         if start > end {
             return Err(crate::rrd::FetchError::Range { start, end }.into());
         }
@@ -1622,7 +1710,7 @@ impl Inner {
                     pending: s.flushing.iter().flat_map(|f| f.iter()).chain(&s.pending).copied().collect(),
                 }
             };
-            return fetch_snapshot(sh.as_deref(), &snap, cf, start, end, res).inspect_err(|e| {
+            return f(sh.as_deref(), &snap).inspect_err(|e| {
                 if matches!(e, ReadError::File(FileError::Corrupt { .. })) {
                     self.mark_corrupt(h, k);
                 }

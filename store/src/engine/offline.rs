@@ -171,8 +171,9 @@ pub fn fetch_on(
             (None, Snapshot { def: Arc::new(def), slot: 0, incarnation: 0, created, pending: p })
         }
     };
-    let f = fetch_snapshot(sh.as_ref(), &snap, cf, start, end, res)?;
-    Ok((key, f))
+    let c = fetch_snapshot(sh.as_ref(), &snap, cf, start, end, res)?;
+    let rows = c.values.into_iter().map(|v| vec![v]).collect();
+    Ok((key, Fetched { start: c.start, end: c.end, step: c.step, ds_names: vec![snap.def.ds.name.clone()], rows }))
 }
 
 fn read_all(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, ReadError> {

@@ -720,3 +720,29 @@ fn a_counter_reset_is_unknown_not_a_spike() {
     s.flush_all().unwrap();
     assert_eq!(rates(&s)[5], 10.0);
 }
+
+#[test]
+fn newest_row_follows_appends_and_flushes_and_matches_fetch() {
+    let s = open(&MemDisk::new());
+    let (start, end) = ((T - 15) as u64, (T + 15 * 60) as u64);
+    assert!(matches!(s.newest_row(&key("a"), Cf::Average, start, end, 15), Err(ReadError::NotFound)));
+    let newest = |s: &Store| s.newest_row(&key("a"), Cf::Average, start, end, 15).unwrap();
+    s.append(&batch(1, 10, &["a"])).unwrap();
+    assert_eq!(newest(&s), (15, (T + 15 * 10) as u64), "unflushed samples count");
+    // The fetch's last known row is the newest row, and a column is the fetch's rows.
+    let c = s.fetch_column(&key("a"), Cf::Average, start, end, 15).unwrap();
+    let last = c.values.iter().rposition(|v| !v.is_nan()).unwrap() as u64;
+    assert_eq!(c.start + (last + 1) * c.step, newest(&s).1);
+    let f = s.fetch(&key("a"), Cf::Average, start, end, 15).unwrap();
+    assert!(f.rows.iter().map(|r| r[0]).zip(&c.values).all(|(a, b)| a.to_bits() == b.to_bits()));
+    s.flush_all().unwrap();
+    assert_eq!(newest(&s), (15, (T + 15 * 10) as u64), "the same after a flush");
+    // A sample in the middle of the next row completes nothing; the one ending it does.
+    s.append(&[Update { series: key("a"), kind: DsKind::Gauge, time_ms: (T + 15 * 10 + 7) * 1000, value: 1.0 }])
+        .unwrap();
+    assert_eq!(newest(&s).1, (T + 15 * 10) as u64);
+    s.append(&batch(11, 1, &["a"])).unwrap();
+    assert_eq!(newest(&s).1, (T + 15 * 11) as u64);
+    // A longer range at a coarser resolution reads the 1-minute archive.
+    assert_eq!(s.newest_row(&key("a"), Cf::Max, start, end, 60).unwrap().0, 60);
+}
