@@ -24,6 +24,8 @@ pub struct ApiContext {
     pub engine: EngineHandle,
     pub store: Arc<ganglion_store::engine::Store>,
     pub alerts: crate::alerts::AlertsHandle,
+    /// The dashboard's rendered-graph cache, for its counters.
+    pub graphs: Arc<ganglion_web::cache::GraphCache>,
 }
 
 /// An API failure: status plus a plain message.
@@ -62,6 +64,7 @@ pub fn health_doc(ctx: &ApiContext) -> serde_json::Value {
         "nsca": crate::engine::api::nsca_health(&ctx.engine),
         "storage": storage_counters(&ctx.store),
         "alerts": ctx.alerts.health(),
+        "web": json!({ "graph_cache": ctx.graphs.stats() }),
     })
 }
 
@@ -243,6 +246,7 @@ mod tests {
             engine,
             store,
             alerts,
+            graphs: Arc::new(ganglion_web::cache::GraphCache::new(0)),
         })
     }
 

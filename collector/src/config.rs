@@ -324,6 +324,11 @@ pub struct RawWeb {
     /// Mark the session cookie `Secure` (dashboard behind HTTPS). Default false.
     #[serde(default)]
     pub secure_cookies: bool,
+    /// Memory for rendered graphs kept until a series they show gains a row (like
+    /// `rrdtool graph --lazy`), least recently used out first; 0 = off. Default
+    /// 16777216 (16 MiB).
+    #[serde(default = "default_graph_cache_bytes")]
+    pub graph_cache_bytes: usize,
     /// `[[web.admin]]`: accounts that may sign in and act (ack, downtime, recheck).
     #[serde(default)]
     pub admin: Vec<RawAdmin>,
@@ -342,6 +347,9 @@ fn default_refresh() -> u64 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_graph_cache_bytes() -> usize {
+    ganglion_web::DEFAULT_GRAPH_CACHE_BYTES
 }
 fn default_session_ttl() -> u64 {
     43_200
@@ -391,6 +399,7 @@ impl Default for RawWeb {
             public_read: true,
             session_ttl_secs: default_session_ttl(),
             secure_cookies: false,
+            graph_cache_bytes: default_graph_cache_bytes(),
             admin: Vec::new(),
         }
     }
@@ -856,6 +865,7 @@ impl Config {
                 .collect(),
             session_ttl: Duration::from_secs(raw.web.session_ttl_secs.max(60)),
             secure_cookies: raw.web.secure_cookies,
+            graph_cache_bytes: raw.web.graph_cache_bytes,
         };
         let defs =
             match crate::engine::defs::Defs::build(raw.templates, raw.services, raw.checks.default_pack, defaults) {

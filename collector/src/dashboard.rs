@@ -55,6 +55,16 @@ fn check_info(c: crate::engine::CheckView) -> CheckInfo {
     }
 }
 
+fn store_cf(cf: ganglion_web::source::Cf) -> ganglion_store::rrd::Cf {
+    use ganglion_store::rrd::Cf as S;
+    match cf {
+        ganglion_web::source::Cf::Average => S::Average,
+        ganglion_web::source::Cf::Min => S::Min,
+        ganglion_web::source::Cf::Max => S::Max,
+        ganglion_web::source::Cf::Last => S::Last,
+    }
+}
+
 /// The collector as the dashboard sees it.
 pub struct Dashboard {
     pub ctx: Arc<ApiContext>,
@@ -155,23 +165,34 @@ impl DashboardSource for Dashboard {
         end: i64,
         resolution: u64,
     ) -> Result<Option<Fetched>, String> {
-        use ganglion_store::rrd::Cf as S;
-        let cf = match cf {
-            ganglion_web::source::Cf::Average => S::Average,
-            ganglion_web::source::Cf::Min => S::Min,
-            ganglion_web::source::Cf::Max => S::Max,
-            ganglion_web::source::Cf::Last => S::Last,
-        };
         let key = SeriesKey::new(series.cluster, series.host, series.metric);
-        match self.ctx.store.fetch(&key, cf, start.max(0) as u64, end.max(1) as u64, resolution.max(1)) {
+        match self.ctx.store.fetch_column(&key, store_cf(cf), start.max(0) as u64, end.max(1) as u64, resolution.max(1))
+        {
             Ok(f) => Ok(Some(Fetched {
                 start: f.start as i64,
                 step: f.step as i64,
-                values: f.rows.iter().map(|r| r.first().copied().and_then(known)).collect(),
+                values: f.values.into_iter().map(known).collect(),
             })),
             Err(ReadError::NotFound) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn newest_row(
+        &self,
+        series: &ganglion_web::source::SeriesRef<'_>,
+        cf: ganglion_web::source::Cf,
+        start: i64,
+        end: i64,
+        resolution: u64,
+    ) -> Option<(i64, i64)> {
+        let key = SeriesKey::new(series.cluster, series.host, series.metric);
+        let (step, row) = self
+            .ctx
+            .store
+            .newest_row(&key, store_cf(cf), start.max(0) as u64, end.max(1) as u64, resolution.max(1))
+            .ok()?;
+        Some((i64::try_from(step).ok()?, i64::try_from(row).ok()?))
     }
 
     fn checks(&self) -> Vec<CheckInfo> {

@@ -123,6 +123,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         engine: engine.clone(),
         store: store.clone(),
         alerts: alerts.clone(),
+        graphs: Arc::new(ganglion_web::cache::GraphCache::new(config.web.graph_cache_bytes)),
     });
 
     let mut tasks = vec![engine_task];
@@ -151,7 +152,7 @@ pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
     }
 
     let dashboard = Arc::new(crate::dashboard::Dashboard { ctx: api_ctx.clone() });
-    let app = ganglion_web::router(dashboard, config.web.clone())
+    let app = ganglion_web::router_with_cache(dashboard, config.web.clone(), api_ctx.graphs.clone())
         .merge(api::router(api_ctx))
         .merge(crate::engine::api::router(checks_api))
         .merge(crate::alerts::router(alerts))

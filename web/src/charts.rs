@@ -120,6 +120,38 @@ fn cf_of(q: &GraphQuery) -> Result<Cf, ChartError> {
     }
 }
 
+/// The cache key of a graph query: every parameter that changes the drawing, with
+/// defaults filled in and equivalent spellings made equal (`z=large` and `w=600&ht=240`,
+/// `cf=max` and `cf=MAX`); the time range by name or as given, since it is resolved
+/// against `now` when the entry is checked. `None` for a query `build` would refuse.
+pub fn cache_key(q: &GraphQuery, svg: bool) -> Option<String> {
+    let (w, h) = size_of(q).ok()?;
+    let cf = cf_of(q).ok()?;
+    let range = match (q.r.as_deref(), q.cs, q.ce) {
+        (Some("custom"), cs, ce) | (None, cs @ Some(_), ce) | (None, cs, ce @ Some(_)) => {
+            format!("custom:{cs:?}:{ce:?}")
+        }
+        (r, _, _) => r.unwrap_or("hour").to_owned(),
+    };
+    // Absent and empty differ for some parameters (`hreg=` matches every host).
+    let field = |v: &Option<String>| {
+        v.as_deref().map_or_else(|| "-".to_owned(), |v| format!("+{}", v.replace('\\', "\\\\").replace('|', "\\|")))
+    };
+    Some(format!(
+        "{}|{w}x{h}|{cf:?}|{range}|c={}|h={}|m={}|g={}|hreg={}|title={}|stack={:?}|legend={}|band={}",
+        if svg { "svg" } else { "png" },
+        field(&q.c),
+        field(&q.h),
+        field(&q.m),
+        field(&q.g),
+        field(&q.hreg),
+        field(&q.title),
+        q.stack,
+        q.legend != Some(0),
+        q.band == Some(1),
+    ))
+}
+
 /// One line of a report: metric, label, colour.
 type ReportLine = (&'static str, &'static str, (u8, u8, u8));
 
@@ -179,8 +211,12 @@ fn read(
         Err(e) if e.contains("CF") || e.contains("consolidation") => return Ok(None),
         Err(e) => return Err(ChartError::Internal(e)),
     };
-    let pts: Vec<(i64, Option<f64>)> =
-        fetched.points().into_iter().filter(|(t, _)| *t > start - fetched.step && *t <= end + fetched.step).collect();
+    let (lo, hi) = (start - fetched.step, end + fetched.step);
+    let pts: Vec<(i64, Option<f64>)> = (1..)
+        .map(|i| fetched.start + i * fetched.step)
+        .zip(fetched.values.iter().copied())
+        .filter(|(t, _)| *t > lo && *t <= hi)
+        .collect();
     Ok(Some(consolidate(&pts, pixels as usize, cf)))
 }
 

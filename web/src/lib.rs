@@ -11,6 +11,7 @@
 //! - [`graph`]: PNG and SVG graphs (also used for graphs inlined in alert emails);
 //! - [`raster`]: the PNG path's bitmap surface (cached glyphs) and PNG encoding;
 //! - [`charts`]: `/graph.png` and `/graph.svg` queries → series → graph;
+//! - [`cache`]: rendered graphs kept until a series they show gains a row;
 //! - [`pages`]: the HTML pages and their JSON (`?format=json`);
 //! - [`html`]: page frame, styles, the small script (auto-refresh, drag zoom, filter);
 //! - [`auth`], [`actions`]: sign-in, sessions, CSRF, and the admin actions.
@@ -27,6 +28,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod cache;
 pub mod charts;
 pub mod graph;
 pub mod html;
@@ -59,6 +61,9 @@ pub struct WebConfig {
     pub session_ttl: Duration,
     /// Mark cookies `Secure` (when the dashboard is served over HTTPS by a proxy).
     pub secure_cookies: bool,
+    /// Budget of the rendered-graph cache ([`cache::GraphCache`]) in bytes; 0 turns it
+    /// off. Used by [`router`]; [`router_with_cache`] takes the cache itself.
+    pub graph_cache_bytes: usize,
 }
 
 impl Default for WebConfig {
@@ -69,9 +74,14 @@ impl Default for WebConfig {
             admins: Vec::new(),
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
+            graph_cache_bytes: DEFAULT_GRAPH_CACHE_BYTES,
         }
     }
 }
+
+/// Default budget of the rendered-graph cache: 16 MiB, about 400 large graphs or 3,000
+/// cluster-page tiles.
+pub const DEFAULT_GRAPH_CACHE_BYTES: usize = 16 << 20;
 
 /// What every route shares.
 pub struct App {
@@ -80,6 +90,8 @@ pub struct App {
     pub auth: auth::Auth,
     /// Ingest counters at the previous health view, for rates.
     last_health: Mutex<Option<(Instant, serde_json::Value)>>,
+    /// Rendered graphs (`--lazy`); off when its budget is 0.
+    pub graphs: Arc<cache::GraphCache>,
 }
 
 impl App {
@@ -89,10 +101,18 @@ impl App {
     }
 }
 
-/// The dashboard's routes, to be merged with the API's.
+/// The dashboard's routes, to be merged with the API's, with a graph cache of
+/// `config.graph_cache_bytes`.
 pub fn router(src: Arc<dyn DashboardSource>, config: WebConfig) -> Router {
+    let graphs = Arc::new(cache::GraphCache::new(config.graph_cache_bytes));
+    router_with_cache(src, config, graphs)
+}
+
+/// [`router`] with a graph cache the caller keeps too (the collector shows its counters
+/// in its health document).
+pub fn router_with_cache(src: Arc<dyn DashboardSource>, config: WebConfig, graphs: Arc<cache::GraphCache>) -> Router {
     let auth = auth::Auth::new(config.admins.clone(), config.session_ttl, config.secure_cookies);
-    let app = Arc::new(App { src, config, auth, last_health: Mutex::new(None) });
+    let app = Arc::new(App { src, config, auth, last_health: Mutex::new(None), graphs });
     Router::new()
         .route("/", get(pages::grid))
         .route("/cluster", get(pages::cluster))
@@ -123,21 +143,54 @@ async fn protective_headers(mut r: Response) -> Response {
     r
 }
 
+/// Draws a graph, or takes it from the cache when nothing it shows has changed.
+fn draw_graph(app: &App, q: &charts::GraphQuery, svg: bool, now: i64) -> Result<cache::Cached, charts::ChartError> {
+    let render = |spec: &graph::GraphSpec| {
+        if svg { graph::render_svg(spec).map(|s| s.into_bytes()) } else { graph::render_png(spec) }
+            .map_err(|e| charts::ChartError::Internal(e.to_string()))
+    };
+    let key = charts::cache_key(q, svg).filter(|_| app.graphs.enabled());
+    let range = charts::time_range(q.r.as_deref(), q.cs, q.ce, now);
+    let (Some(key), Ok(range)) = (key, range) else {
+        // Off, or a query build refuses (it says why).
+        let bytes = render(&charts::build(app.src.as_ref(), q, now)?)?;
+        return Ok(cache::Cached { bytes: bytes.into(), etag: "".into() });
+    };
+    if let Some(hit) = app.graphs.get(&key, app.src.as_ref(), range) {
+        return Ok(hit);
+    }
+    let recorder = cache::Recorder::new(app.src.clone());
+    let bytes = render(&charts::build(&recorder, q, now)?)?;
+    Ok(app.graphs.insert(key, bytes.into(), recorder.finish(), range))
+}
+
 async fn graph(app: Arc<App>, headers: axum::http::HeaderMap, q: charts::GraphQuery, svg: bool) -> Response {
     if let Err(r) = pages::viewer(&app, &headers) {
         return r.into_response();
     }
     let now = app.now();
-    let built = tokio::task::spawn_blocking(move || {
-        let spec = charts::build(app.src.as_ref(), &q, now)?;
-        if svg { graph::render_svg(&spec).map(|s| s.into_bytes()) } else { graph::render_png(&spec) }
-            .map_err(|e| charts::ChartError::Internal(e.to_string()))
-    })
-    .await;
+    let built = tokio::task::spawn_blocking(move || draw_graph(&app, &q, svg, now)).await;
     let ctype = if svg { "image/svg+xml" } else { "image/png" };
     match built {
-        Ok(Ok(bytes)) => {
-            ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "max-age=10")], bytes).into_response()
+        Ok(Ok(g)) => {
+            // Browsers revalidate after max-age; a kept graph answers with its ETag.
+            let matches = !g.etag.is_empty()
+                && headers
+                    .get(header::IF_NONE_MATCH)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.split(',').any(|t| t.trim() == &*g.etag));
+            let cache_control = (header::CACHE_CONTROL, header::HeaderValue::from_static("max-age=10"));
+            let etag = (!g.etag.is_empty()).then(|| header::HeaderValue::from_str(&g.etag).ok()).flatten();
+            let mut r = if matches {
+                (StatusCode::NOT_MODIFIED, [cache_control]).into_response()
+            } else {
+                ([(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype)), cache_control], g.bytes)
+                    .into_response()
+            };
+            if let Some(etag) = etag {
+                r.headers_mut().insert(header::ETAG, etag);
+            }
+            r
         }
         Ok(Err(charts::ChartError::BadRequest(m))) => (StatusCode::BAD_REQUEST, m).into_response(),
         Ok(Err(charts::ChartError::NotFound(m))) => (StatusCode::NOT_FOUND, m).into_response(),

@@ -246,6 +246,14 @@ pub trait DashboardSource: Send + Sync + 'static {
         end: i64,
         resolution: u64,
     ) -> Result<Option<Fetched>, String>;
+    /// `(step, time of the newest complete row)` of the archive [`DashboardSource::fetch`]
+    /// would read with these arguments, without reading rows. The graph cache keeps a
+    /// graph while this stays the same for every series it drew. `None` (the default):
+    /// unknown, and graphs reading such a source are drawn every time.
+    fn newest_row(&self, series: &SeriesRef<'_>, cf: Cf, start: i64, end: i64, resolution: u64) -> Option<(i64, i64)> {
+        let _ = (series, cf, start, end, resolution);
+        None
+    }
     /// Every check's current state.
     fn checks(&self) -> Vec<CheckInfo>;
     /// Checks of a cluster and/or host, or only the problems (non-OK, not UP). The

@@ -16,6 +16,13 @@ struct Fake {
     evil: bool,
     actions: Mutex<Vec<Action>>,
     resolutions: Mutex<Vec<u64>>,
+    /// Newest row of every series, for the graph cache; `None`: unknown (no caching).
+    newest: Mutex<Option<i64>>,
+}
+
+/// Ganglia's archive set: 15 s, 1 min, 10 min; the closest to the resolution.
+fn step_for(resolution: u64) -> i64 {
+    [15i64, 60, 600].into_iter().min_by_key(|s| (s - resolution as i64).abs()).unwrap()
 }
 
 fn host(name: &str, up: bool, v: f64) -> HostInfo {
@@ -116,12 +123,22 @@ impl DashboardSource for Fake {
         if cf == Cf::Min {
             return Err("the RRD does not contain an RRA matching the chosen CF".into());
         }
-        // Ganglia's archive set: 15 s, 1 min, 10 min; the closest to the resolution.
-        let step = [15i64, 60, 600].into_iter().min_by_key(|s| (s - resolution as i64).abs()).unwrap();
+        let step = step_for(resolution);
         let s0 = start - start % step;
         let n = ((end - s0) / step) as usize;
         let values = (0..n).map(|i| if i % 50 == 7 { None } else { Some((i as f64 / 20.0).sin() + 1.0) }).collect();
         Ok(Some(Fetched { start: s0, step, values }))
+    }
+    fn newest_row(
+        &self,
+        _series: &SeriesRef<'_>,
+        cf: Cf,
+        _start: i64,
+        _end: i64,
+        resolution: u64,
+    ) -> Option<(i64, i64)> {
+        let newest = (*self.newest.lock().unwrap())?;
+        (cf != Cf::Min).then_some((step_for(resolution), newest))
     }
     fn checks(&self) -> Vec<CheckInfo> {
         self.checks.clone()
@@ -424,4 +441,91 @@ async fn cluster_page_of_a_thousand_hosts_stays_light() {
     assert_eq!(s, StatusCode::OK);
     assert!(body.len() < 300 * 1024, "{} bytes", body.len());
     assert_eq!(body.matches("class=\"tile s").count(), 1000);
+}
+
+fn cached_app(budget: usize) -> (Arc<Fake>, Arc<cache::GraphCache>, Router) {
+    let fake = Arc::new(Fake { newest: Mutex::new(Some(1_700_086_400)), ..Fake::new() });
+    let graphs = Arc::new(cache::GraphCache::new(budget));
+    (fake.clone(), graphs.clone(), router_with_cache(fake, config(), graphs))
+}
+
+/// A day of 600 px at a fixed time, so the test does not depend on the clock.
+const DAY: &str = "/graph.png?c=web&h=web-1&m=load_one&z=large&r=custom&cs=1700000000&ce=1700086400";
+
+#[tokio::test]
+async fn graph_cache_keeps_a_graph_until_a_new_row_lands() {
+    let (fake, graphs, app) = cached_app(1 << 20);
+    let fetches = || fake.resolutions.lock().unwrap().len();
+    let (s, h1, b1) = send(&app, Request::get(DAY).body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, h2, b2) = send(&app, Request::get(DAY).body(Body::empty()).unwrap()).await;
+    assert_eq!((b1 == b2, fetches()), (true, 1), "the second request is served without reading rows");
+    assert_eq!(h1[header::ETAG], h2[header::ETAG]);
+    let st = graphs.stats();
+    assert_eq!((st.hits, st.misses, st.entries), (1, 1, 1));
+
+    // The browser's revalidation: not modified while nothing changed.
+    let etag = h1[header::ETAG].clone();
+    let (s, _, body) =
+        send(&app, Request::get(DAY).header(header::IF_NONE_MATCH, etag.clone()).body(Body::empty()).unwrap()).await;
+    assert_eq!((s, body.len()), (StatusCode::NOT_MODIFIED, 0));
+
+    // A new row in the archive the graph reads: drawn again, with a new ETag.
+    *fake.newest.lock().unwrap() = Some(1_700_086_415);
+    let (s, h3, _) =
+        send(&app, Request::get(DAY).header(header::IF_NONE_MATCH, etag.clone()).body(Body::empty()).unwrap()).await;
+    assert_eq!((s, fetches()), (StatusCode::OK, 2));
+    assert_ne!(h3[header::ETAG], etag);
+    assert_eq!((graphs.stats().misses, graphs.stats().entries), (2, 1), "replaced, not added");
+}
+
+#[tokio::test]
+async fn graph_cache_misses_on_other_parameters_and_hits_on_equivalent_ones() {
+    let (fake, graphs, app) = cached_app(1 << 20);
+    let fetches = || fake.resolutions.lock().unwrap().len();
+    get(&app, DAY).await;
+    for (other, n) in [
+        (DAY.replace("m=load_one", "m=cpu_user"), 2),
+        (DAY.replace("h=web-1", "h=web-2"), 3),
+        (DAY.replace("z=large", "z=small"), 4),
+        (format!("{DAY}&legend=0"), 5),
+        (format!("{DAY}&title=x"), 6),
+        (DAY.replace("graph.png", "graph.svg"), 7),
+        (DAY.replace("ce=1700086400", "ce=1700090000"), 8),
+        // The same graph spelt differently: kept.
+        (DAY.replace("z=large", "w=600&ht=240"), 8),
+        (format!("{DAY}&cf=average&legend=1"), 8),
+    ] {
+        let (s, _) = get(&app, &other).await;
+        assert_eq!((s, fetches()), (StatusCode::OK, n), "{other}");
+    }
+    assert_eq!(graphs.stats().hits, 2);
+    // A source that cannot tell its newest row gets no caching.
+    *fake.newest.lock().unwrap() = None;
+    get(&app, DAY).await;
+    get(&app, DAY).await;
+    assert_eq!(fetches(), 10);
+}
+
+#[tokio::test]
+async fn graph_cache_stays_within_its_budget() {
+    // Room for a few one-day graphs (about 40 KB each here).
+    let (_, graphs, app) = cached_app(400_000);
+    for i in 0..30 {
+        let (s, _) = get(&app, &format!("{DAY}&title=graph-{i}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(graphs.stats().bytes <= 400_000, "{:?}", graphs.stats());
+    }
+    let st = graphs.stats();
+    assert!(st.evicted > 0 && st.entries < 30 && st.entries > 1, "{st:?}");
+    // The most recent one is kept, the oldest ones went first.
+    get(&app, &format!("{DAY}&title=graph-29")).await;
+    get(&app, &format!("{DAY}&title=graph-0")).await;
+    let after = graphs.stats();
+    assert_eq!((after.hits, after.misses), (st.hits + 1, st.misses + 1));
+    // A budget of 0 is off: nothing kept, nothing counted.
+    let (_, off, app) = cached_app(0);
+    get(&app, DAY).await;
+    get(&app, DAY).await;
+    assert_eq!(off.stats(), cache::CacheStats { capacity_bytes: 0, ..cache::CacheStats::default() });
 }
