@@ -178,6 +178,10 @@ impl DashboardSource for Dashboard {
         }
     }
 
+    fn metric_unit(&self, cluster: &str, host: &str, metric: &str) -> Option<String> {
+        self.ctx.state.metric_unit(cluster, host, metric)
+    }
+
     fn newest_row(
         &self,
         series: &ganglion_web::source::SeriesRef<'_>,

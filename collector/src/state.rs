@@ -282,11 +282,11 @@ impl State {
     pub fn host_view(&self, name: &str, cluster: Option<&str>, now: Instant) -> Option<HostDetail> {
         let mut found: Vec<Arc<Mutex<Host>>> = {
             let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
-            hosts
-                .iter()
-                .filter(|((c, n), _)| n == name && cluster.is_none_or(|want| want == c))
-                .map(|(_, h)| h.clone())
-                .collect()
+            match cluster {
+                // The key is known: no walk over every host.
+                Some(c) => hosts.get(&(c.to_owned(), name.to_owned())).cloned().into_iter().collect(),
+                None => hosts.iter().filter(|((_, n), _)| n == name).map(|(_, h)| h.clone()).collect(),
+            }
         };
         found.sort_by_key(|h| lock(h).cluster.clone());
         let h = found.first()?;
@@ -307,6 +307,20 @@ impl State {
             .collect();
         metrics.sort_by(|a, b| a.group.cmp(&b.group).then_with(|| a.name.cmp(&b.name)));
         Some(HostDetail { summary: self.summary(&h, now), facts: h.facts.clone(), seq: h.seq.clone(), metrics })
+    }
+
+    /// Unit of one metric of a host (`None`: no such host or metric yet), without
+    /// building the host's view: graphs ask for it on every drawing.
+    pub fn metric_unit(&self, cluster: &str, name: &str, metric: &str) -> Option<String> {
+        let h = self
+            .hosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(cluster.to_owned(), name.to_owned()))
+            .cloned()?;
+        let h = lock(&h);
+        let slot = h.by_name.get(metric).and_then(|&i| h.slots.get(i))?;
+        (slot.time_ms > 0).then(|| slot.meta.unit.clone())
     }
 
     fn summary(&self, h: &Host, now: Instant) -> HostSummary {

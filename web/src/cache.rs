@@ -7,8 +7,8 @@
 //!   ([`DashboardSource::newest_row`]), and the range, moved to the request's `now`,
 //!   starts and ends in the same rows of that archive. Rows are only ever added at the
 //!   end, so this vouches for every row drawn;
-//! - the host lists and host details the graph used (cluster members, units) are read
-//!   again and compared; that costs a small fraction of drawing.
+//! - the host lists, host details and units the graph used are read again and
+//!   compared; that costs a small fraction of drawing.
 //!
 //! So an entry lives at most one row of its finest archive (15 s for day graphs at the
 //! default step) and is replaced as soon as a new row lands. A source that cannot tell
@@ -68,6 +68,8 @@ pub struct Inputs {
     fetches: Vec<FetchInput>,
     hosts: Vec<(String, String, Vec<String>)>,
     host: Vec<(Option<String>, String, HostSeen)>,
+    /// `(cluster, host, metric)` → unit.
+    units: Vec<([String; 3], Option<String>)>,
     /// A read that nothing vouches for (a missing series, a source without
     /// `newest_row`, an error): the graph is not kept.
     unvouched: bool,
@@ -103,6 +105,7 @@ impl Inputs {
             && self.fetches.iter().all(same_rows)
             && self.hosts.iter().all(|(c, m, names)| hosts_seen(src.hosts(c, m)) == *names)
             && self.host.iter().all(|(c, h, seen)| host_seen(src.host(c.as_deref(), h)) == *seen)
+            && self.units.iter().all(|([c, h, m], unit)| src.metric_unit(c, h, m) == *unit)
     }
 }
 
@@ -142,6 +145,11 @@ impl DashboardSource for Recorder {
         let seen = host_seen(d.clone());
         self.note(|i| i.host.push((cluster.map(str::to_owned), host.to_owned(), seen)));
         d
+    }
+    fn metric_unit(&self, cluster: &str, host: &str, metric: &str) -> Option<String> {
+        let unit = self.src.metric_unit(cluster, host, metric);
+        self.note(|i| i.units.push(([cluster.to_owned(), host.to_owned(), metric.to_owned()], unit.clone())));
+        unit
     }
     fn fetch(
         &self,

@@ -297,10 +297,7 @@ pub fn build(src: &dyn DashboardSource, q: &GraphQuery, now: i64) -> Result<Grap
     };
     let unit_of = |metric: &str| -> String {
         let h = host.map(str::to_owned).or_else(|| cluster_hosts().ok().and_then(|v| v.into_iter().next()));
-        h.and_then(|h| src.host(Some(&cluster), &h))
-            .and_then(|d| d.metrics.into_iter().find(|m| m.name == metric))
-            .map(|m| m.unit)
-            .unwrap_or_default()
+        h.and_then(|h| src.metric_unit(&cluster, &h, metric)).unwrap_or_default()
     };
     let where_ = host.map_or_else(|| format!("{cluster} (cluster)"), str::to_owned);
 

@@ -233,6 +233,12 @@ pub trait DashboardSource: Send + Sync + 'static {
     fn hosts(&self, cluster: &str, metric: &str) -> Option<Vec<HostInfo>>;
     /// One host; `cluster` narrows the search when the name is in several clusters.
     fn host(&self, cluster: Option<&str>, host: &str) -> Option<HostDetail>;
+    /// Unit of a host's metric; `None` for an unknown host or metric. The default reads
+    /// [`DashboardSource::host`]; graphs ask on every drawing, so a source with many
+    /// hosts answers it directly.
+    fn metric_unit(&self, cluster: &str, host: &str, metric: &str) -> Option<String> {
+        self.host(Some(cluster), host)?.metrics.into_iter().find(|m| m.name == metric).map(|m| m.unit)
+    }
     /// Reads one series the way `rrdtool fetch` does (archive chosen for `resolution`
     /// seconds per row). `Ok(None)` for a series that does not exist.
     ///
