@@ -283,14 +283,34 @@ pub fn render_png(spec: &GraphSpec) -> Result<Vec<u8>, GraphError> {
     check(spec)?;
     register_fonts();
     let (w, h) = (spec.width, spec.height);
-    let mut rgb = vec![0u8; w as usize * h as usize * 3];
-    {
-        let root = crate::raster::Surface::new(&mut rgb, (w, h)).into_drawing_area();
-        draw(&root, spec)?;
-        root.present().map_err(|e| GraphError::Draw(e.to_string()))?;
+    let len = w as usize * h as usize * 3;
+    let render = |rgb: &mut [u8]| {
+        {
+            let root = crate::raster::Surface::new(rgb, (w, h)).into_drawing_area();
+            draw(&root, spec)?;
+            root.present().map_err(|e| GraphError::Draw(e.to_string()))?;
+        }
+        crate::raster::encode_png(rgb, w, h).map_err(|e| GraphError::Encode(e.to_string()))
+    };
+    if len > CANVAS_KEPT_BYTES {
+        return render(&mut vec![0u8; len]);
     }
-    crate::raster::encode_png(&rgb, w, h).map_err(|e| GraphError::Encode(e.to_string()))
+    // A fresh buffer of this size is mapped and zeroed by the kernel on every graph;
+    // each thread keeps one instead. Its old pixels do not matter: drawing starts by
+    // filling the whole canvas.
+    thread_local! {
+        static CANVAS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    CANVAS.with_borrow_mut(|rgb| {
+        if rgb.len() < len {
+            rgb.resize(len, 0);
+        }
+        render(&mut rgb[..len])
+    })
 }
+
+/// Largest RGB canvas a thread keeps between graphs (the `xlarge` size is 918 KB).
+const CANVAS_KEPT_BYTES: usize = 1 << 20;
 
 /// Draws the graph as an SVG document; all text is escaped.
 ///
@@ -620,6 +640,16 @@ mod tests {
             draw(&BitMapBackend::with_buffer(&mut theirs, (w, h)).into_drawing_area(), &s).unwrap();
             assert!(ours == theirs, "{} pixels differ", ours.iter().zip(&theirs).filter(|(a, b)| a != b).count());
         }
+    }
+
+    #[test]
+    fn a_reused_canvas_leaves_nothing_of_the_previous_graph() {
+        let b = spec(vec![Line::new("x", "", series(60, 60, |i| Some(i as f64)))]);
+        let first = render_png(&b).unwrap();
+        let mut a = GraphSpec { width: 700, height: 300, mode: Mode::Stacked, ..b.clone() };
+        a.lines.push(Line::new("y", "", series(60, 60, |_| Some(1e9))));
+        render_png(&a).unwrap();
+        assert!(render_png(&b).unwrap() == first);
     }
 
     #[test]
