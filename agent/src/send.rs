@@ -7,18 +7,15 @@
 //! from the collector's acknowledged position, so nothing is skipped or sent twice
 //! unless a collector died before its ack reached us.
 
+use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ganglion_proto::frame::{self, Kind};
+use ganglion_proto::frame::{self, Frame, Kind};
 use ganglion_proto::io::{FrameReader, ReadError};
 use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Refusal};
 use rand::Rng;
-use std::io::{Read, Write};
-use std::time::Instant;
-
-use ganglion_proto::frame::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -412,4 +409,62 @@ async fn next_frame(
         .await
         .map_err(|_| SendError::Idle(CONNECT_TIMEOUT))??
         .ok_or(SendError::Closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (Conn, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (Conn::new(ours.unwrap(), 4096), theirs.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_hands_over_what_arrived_while_nobody_watched() {
+        let (mut conn, mut collector) = pair().await;
+        conn.quiet().unwrap();
+        assert!(conn.try_frame().unwrap().is_none(), "nothing arrived yet");
+        let mut bytes = frame::seal(Kind::Ack, 1, [7; 16], Some(b"k"), b"one");
+        bytes.extend(frame::seal(Kind::Ack, 2, [7; 16], Some(b"k"), b"two"));
+        let third = frame::seal(Kind::Ack, 3, [7; 16], Some(b"k"), b"three");
+        bytes.extend(&third[..10]);
+        collector.write_all(&bytes).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(conn.try_frame().unwrap().unwrap().payload, b"one");
+        assert_eq!(conn.try_frame().unwrap().unwrap().payload, b"two");
+        assert!(conn.try_frame().unwrap().is_none(), "half a frame waits for the rest");
+
+        // Waiting registers the socket again and finishes the frame.
+        let rest = third[10..].to_vec();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            collector.write_all(&rest).await.unwrap();
+            collector
+        });
+        let f = tokio::time::timeout(Duration::from_secs(5), conn.next_frame()).await.unwrap().unwrap().unwrap();
+        assert_eq!(f.payload, b"three");
+        conn.quiet().unwrap();
+        conn.write_all(b"still writable").await.unwrap();
+
+        // A collector gone while the socket was quiet is noticed at the next look.
+        let mut collector = writer.await.unwrap();
+        let mut got = [0u8; 14];
+        tokio::io::AsyncReadExt::read_exact(&mut collector, &mut got).await.unwrap();
+        drop(collector);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(conn.try_frame(), Err(SendError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_closes_inside_a_frame_is_a_truncated_stream() {
+        let (mut conn, mut collector) = pair().await;
+        let f = frame::seal(Kind::Ack, 1, [7; 16], Some(b"k"), b"cut");
+        collector.write_all(&f[..f.len() - 1]).await.unwrap();
+        drop(collector);
+        let r = tokio::time::timeout(Duration::from_secs(5), conn.next_frame()).await.unwrap();
+        assert!(matches!(r, Err(SendError::Read(ReadError::Truncated))), "{r:?}");
+    }
 }
