@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ganglion_proto::frame::{self, Frame, Kind};
-use ganglion_proto::io::{FrameReader, ReadError};
+use ganglion_proto::io::{FrameBuf, FrameReader, ReadError};
 use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Refusal};
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
@@ -220,9 +220,8 @@ impl Acks<'_> {
 /// registered again to wait for acks (window full) or for room to write.
 struct Conn {
     socket: Socket,
-    buf: Vec<u8>,
-    start: usize,
-    max: usize,
+    frames: FrameBuf,
+    /// The collector closed its side.
     closed: bool,
 }
 
@@ -235,7 +234,7 @@ enum Socket {
 
 impl Conn {
     fn new(stream: TcpStream, max: usize) -> Conn {
-        Conn { socket: Socket::Watched(stream), buf: Vec::with_capacity(512), start: 0, max, closed: false }
+        Conn { socket: Socket::Watched(stream), frames: FrameBuf::new(max), closed: false }
     }
 
     fn watched(&mut self) -> std::io::Result<&TcpStream> {
@@ -324,16 +323,11 @@ impl Conn {
     /// A whole frame from the buffer; [`SendError::Closed`] once the stream ended
     /// between frames.
     fn buffered(&mut self) -> Result<Option<Frame>, SendError> {
-        if let Some((f, used)) = frame::decode(&self.buf[self.start..], self.max).map_err(ReadError::from)? {
-            self.start += used;
-            if self.start == self.buf.len() {
-                self.buf.clear();
-                self.start = 0;
-            }
+        if let Some(f) = self.frames.next_frame().map_err(ReadError::from)? {
             return Ok(Some(f));
         }
         if self.closed {
-            return Err(if self.start == self.buf.len() { SendError::Closed } else { ReadError::Truncated.into() });
+            return Err(if self.frames.is_empty() { SendError::Closed } else { ReadError::Truncated.into() });
         }
         Ok(None)
     }
@@ -342,13 +336,9 @@ impl Conn {
     fn append(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             self.closed = true;
-            return;
+        } else {
+            self.frames.buffer().extend_from_slice(bytes);
         }
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(bytes);
     }
 
     async fn write_all(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {

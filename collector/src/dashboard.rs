@@ -65,6 +65,22 @@ fn store_cf(cf: ganglion_web::source::Cf) -> ganglion_store::rrd::Cf {
     }
 }
 
+/// A dashboard read in the store's terms. `fetch` and `newest_row` must normalise alike:
+/// the graph cache compares what one answered with what the other reads.
+fn store_read(
+    series: &ganglion_web::source::SeriesRef<'_>,
+    start: i64,
+    end: i64,
+    resolution: u64,
+) -> (SeriesKey, u64, u64, u64) {
+    (
+        SeriesKey::new(series.cluster, series.host, series.metric),
+        start.max(0) as u64,
+        end.max(1) as u64,
+        resolution.max(1),
+    )
+}
+
 /// The collector as the dashboard sees it.
 pub struct Dashboard {
     pub ctx: Arc<ApiContext>,
@@ -165,9 +181,8 @@ impl DashboardSource for Dashboard {
         end: i64,
         resolution: u64,
     ) -> Result<Option<Fetched>, String> {
-        let key = SeriesKey::new(series.cluster, series.host, series.metric);
-        match self.ctx.store.fetch_column(&key, store_cf(cf), start.max(0) as u64, end.max(1) as u64, resolution.max(1))
-        {
+        let (key, start, end, resolution) = store_read(series, start, end, resolution);
+        match self.ctx.store.fetch_column(&key, store_cf(cf), start, end, resolution) {
             Ok(f) => Ok(Some(Fetched {
                 start: f.start as i64,
                 step: f.step as i64,
@@ -190,12 +205,8 @@ impl DashboardSource for Dashboard {
         end: i64,
         resolution: u64,
     ) -> Option<(i64, i64)> {
-        let key = SeriesKey::new(series.cluster, series.host, series.metric);
-        let (step, row) = self
-            .ctx
-            .store
-            .newest_row(&key, store_cf(cf), start.max(0) as u64, end.max(1) as u64, resolution.max(1))
-            .ok()?;
+        let (key, start, end, resolution) = store_read(series, start, end, resolution);
+        let (step, row) = self.ctx.store.newest_row(&key, store_cf(cf), start, end, resolution).ok()?;
         Some((i64::try_from(step).ok()?, i64::try_from(row).ok()?))
     }
 

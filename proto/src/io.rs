@@ -16,19 +16,61 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-/// Buffers a stream and cuts it into frames no larger than `max` bytes.
-pub struct FrameReader<R> {
-    rd: R,
+/// Bytes received and not yet cut into frames no larger than `max` bytes: the
+/// buffering of [`FrameReader`], for callers that read the socket themselves.
+pub struct FrameBuf {
     buf: Vec<u8>,
     start: usize,
     max: usize,
+}
+
+impl FrameBuf {
+    pub fn new(max: usize) -> Self {
+        FrameBuf { buf: Vec::with_capacity(8192), start: 0, max }
+    }
+
+    /// The next whole frame received, if there is one.
+    ///
+    /// # Errors
+    /// [`FrameError`] when the bytes are not a frame; the stream cannot be trusted after.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let Some((f, used)) = frame::decode(&self.buf[self.start..], self.max)? else {
+            return Ok(None);
+        };
+        self.start += used;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(Some(f))
+    }
+
+    /// Where received bytes go: append to it.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        &mut self.buf
+    }
+
+    /// No part of a frame is waiting for the rest.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+}
+
+/// Buffers a stream and cuts it into frames no larger than `max` bytes.
+pub struct FrameReader<R> {
+    rd: R,
+    frames: FrameBuf,
     /// Bytes read and not yet taken by [`FrameReader::take_bytes_read`].
     bytes_read: u64,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(rd: R, max: usize) -> Self {
-        FrameReader { rd, buf: Vec::with_capacity(8192), start: 0, max, bytes_read: 0 }
+        FrameReader { rd, frames: FrameBuf::new(max), bytes_read: 0 }
     }
 
     /// Bytes read from the stream since the last call, for traffic counters.
@@ -43,22 +85,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// socket fails. The stream cannot be trusted after an error.
     pub async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
-            if let Some((f, used)) = frame::decode(&self.buf[self.start..], self.max)? {
-                self.start += used;
-                if self.start == self.buf.len() {
-                    self.buf.clear();
-                    self.start = 0;
-                }
+            if let Some(f) = self.frames.next_frame()? {
                 return Ok(Some(f));
             }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let n = self.rd.read_buf(&mut self.buf).await?;
+            let n = self.rd.read_buf(self.frames.buffer()).await?;
             self.bytes_read += n as u64;
             if n == 0 {
-                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+                return if self.frames.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
             }
         }
     }

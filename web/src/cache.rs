@@ -75,12 +75,12 @@ pub struct Inputs {
     unvouched: bool,
 }
 
-fn host_seen(d: Option<HostDetail>) -> HostSeen {
-    d.map(|d| (d.host.cluster, d.metrics.into_iter().map(|m| (m.name, m.unit)).collect()))
+fn host_seen(d: Option<&HostDetail>) -> HostSeen {
+    d.map(|d| (d.host.cluster.clone(), d.metrics.iter().map(|m| (m.name.clone(), m.unit.clone())).collect()))
 }
 
-fn hosts_seen(v: Option<Vec<HostInfo>>) -> Vec<String> {
-    v.map(|v| v.into_iter().map(|h| h.name).collect()).unwrap_or_default()
+fn hosts_seen(v: Option<&Vec<HostInfo>>) -> Vec<String> {
+    v.map(|v| v.iter().map(|h| h.name.clone()).collect()).unwrap_or_default()
 }
 
 impl Inputs {
@@ -103,8 +103,8 @@ impl Inputs {
         };
         !self.unvouched
             && self.fetches.iter().all(same_rows)
-            && self.hosts.iter().all(|(c, m, names)| hosts_seen(src.hosts(c, m)) == *names)
-            && self.host.iter().all(|(c, h, seen)| host_seen(src.host(c.as_deref(), h)) == *seen)
+            && self.hosts.iter().all(|(c, m, names)| hosts_seen(src.hosts(c, m).as_ref()) == *names)
+            && self.host.iter().all(|(c, h, seen)| host_seen(src.host(c.as_deref(), h).as_ref()) == *seen)
             && self.units.iter().all(|([c, h, m], unit)| src.metric_unit(c, h, m) == *unit)
     }
 }
@@ -136,13 +136,13 @@ impl DashboardSource for Recorder {
     }
     fn hosts(&self, cluster: &str, metric: &str) -> Option<Vec<HostInfo>> {
         let v = self.src.hosts(cluster, metric);
-        let names = hosts_seen(v.clone());
+        let names = hosts_seen(v.as_ref());
         self.note(|i| i.hosts.push((cluster.to_owned(), metric.to_owned(), names)));
         v
     }
     fn host(&self, cluster: Option<&str>, host: &str) -> Option<HostDetail> {
         let d = self.src.host(cluster, host);
-        let seen = host_seen(d.clone());
+        let seen = host_seen(d.as_ref());
         self.note(|i| i.host.push((cluster.map(str::to_owned), host.to_owned(), seen)));
         d
     }
