@@ -249,8 +249,16 @@ fn push_batch(shared: &Shared, readings: &[Reading], facts: Option<Facts>) {
         (values, changed)
     };
     let mut s = lock(&shared.spool);
-    let batch =
-        Batch { run: shared.run, seq: s.next_seq(), time_ms: now_ms(), defs, facts: changed, values, gone: Vec::new() };
+    let batch = Batch {
+        run: shared.run,
+        seq: s.next_seq(),
+        time_ms: now_ms(),
+        defs,
+        facts: changed,
+        values,
+        gone: Vec::new(),
+        ack: false,
+    };
     match msg::encode(&batch) {
         Ok(bytes) => {
             let seq = s.push(bytes.into());

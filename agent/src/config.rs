@@ -45,6 +45,10 @@ pub struct RawConfig {
     /// Longest wait between reconnect attempts. Default 30.
     #[serde(default = "default_backoff_max")]
     pub reconnect_max_secs: u64,
+    /// Longest time between two acks a collector is asked for. Default 60; 0 asks for
+    /// one per batch.
+    #[serde(default = "default_ack_interval")]
+    pub ack_interval_secs: u64,
     /// Unix socket on which `ganglion-agent send` hands custom metrics to the running
     /// agent. Default `/run/ganglion-agent/send.sock`; `""` turns it off.
     pub send_socket: Option<PathBuf>,
@@ -164,6 +168,9 @@ fn default_interval() -> u64 {
 fn default_backoff_max() -> u64 {
     30
 }
+fn default_ack_interval() -> u64 {
+    60
+}
 fn default_spool_memory() -> u64 {
     1024 * 1024
 }
@@ -203,6 +210,8 @@ pub struct AgentConfig {
     pub spool_disk_bytes: u64,
     pub skip_devices: Vec<String>,
     pub reconnect_max: Duration,
+    /// Longest time between two acks asked of a collector (see `send`).
+    pub ack_interval: Duration,
     /// Delay before the first collection; `None` picks a random one within one interval
     /// so a fleet that boots together does not report in lock step.
     pub first_delay: Option<Duration>,
@@ -327,6 +336,9 @@ impl AgentConfig {
         if raw.interval_secs == 0 || raw.interval_secs > 3600 {
             problems.push("interval_secs: must be between 1 and 3600".to_owned());
         }
+        if raw.ack_interval_secs > 3600 {
+            problems.push("ack_interval_secs: must be between 0 and 3600".to_owned());
+        }
         if raw.spool.memory_bytes < 4096 {
             problems.push("spool.memory_bytes: must be at least 4096".to_owned());
         }
@@ -359,6 +371,7 @@ impl AgentConfig {
             spool_disk_bytes: raw.spool.disk_bytes,
             skip_devices: raw.skip_devices.unwrap_or_else(|| crate::collect::HostConfig::default().skip_devices),
             reconnect_max: Duration::from_secs(raw.reconnect_max_secs.max(1)),
+            ack_interval: Duration::from_secs(raw.ack_interval_secs),
             first_delay: None,
             send_socket,
             apache,

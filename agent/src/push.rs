@@ -400,6 +400,7 @@ pub async fn direct(
         facts: None,
         values: pushes.iter().enumerate().map(|(id, p)| (id as u32, p.value)).collect(),
         gone: Vec::new(),
+        ack: true,
     };
     let mut out = Vec::with_capacity(config.collectors.len());
     for addr in &config.collectors {

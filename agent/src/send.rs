@@ -2,7 +2,11 @@
 //!
 //! A session is: the collector's challenge (its nonce), our hello, then batches sent
 //! from the first batch this collector has not acknowledged, at most [`WINDOW`] ahead
-//! of its acks. Acks release batches in the spool. Any failure ends the session; the
+//! of its acks. Acks release batches in the spool. A collector acks only the batches
+//! that ask for it (each ack covers everything before): the first of a session, one
+//! at least every `ack_interval`, the last of a replay and one whenever half the window
+//! is out. On a quiet host that is one ack a minute instead of one per batch, and an
+//! ack with its TCP segments was as many bytes on the wire as a batch. Any failure ends the session; the
 //! task waits with exponential backoff and jitter and starts a new one, which resumes
 //! from the collector's acknowledged position, so nothing is skipped or sent twice
 //! unless a collector died before its ack reached us.
@@ -12,9 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ganglion_proto::frame::{self, Frame, Kind};
+use ganglion_proto::frame::{self, Frame, Kind, Nonce};
 use ganglion_proto::io::{FrameBuf, FrameReader, ReadError};
-use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Refusal};
+use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Previous, Refusal};
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -95,52 +99,76 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
         return Err(SendError::Protocol(format!("expected a challenge, got {:?}", first.kind)));
     }
     let challenge: Challenge = msg::decode(&first.payload).map_err(|e| SendError::Protocol(e.to_string()))?;
-    let nonce = first.nonce;
+    let nonce = challenge.nonce;
     let max_frame = (challenge.max_frame_bytes as usize).min(frame::DEFAULT_MAX_FRAME_BYTES);
 
     let hello: Hello = shared.hello();
     let payload = msg::encode(&hello).map_err(|e| SendError::Protocol(e.to_string()))?;
-    let bytes = frame::seal(Kind::Hello, 0, nonce, Some(key), &payload);
+    let bytes = frame::seal(Kind::Hello, 0, &nonce, Some(key), &payload);
     conn.write_all(&bytes).await?;
     shared.stats.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     tracing::info!(collector = %addr, version = %challenge.collector, "Connected to collector.");
 
     let mut acks = Acks { idx, key, nonce, recv_counter: 1, last_frame: Instant::now() };
-    let mut counter = 1u64;
+    let mut counter = 1u32;
     let mut latest = shared.latest.subscribe();
     let mut next = shared.resume_point(idx);
-    // Values of the previous batch sent on this connection, by metric id: a batch only
-    // carries what changed since then (PROTOCOL.md, "Batch").
-    let mut sent: Vec<Option<f64>> = Vec::new();
+    // The previous batch sent on this connection: a batch only carries what changed
+    // since then (PROTOCOL.md, "Batch").
+    let mut sent = Previous::default();
+    let ack_every = shared.config.ack_interval;
+    // When we last asked for an ack; `None` asks with the session's first batch.
+    let mut asked_at: Option<Instant> = None;
+    // A collector that owes an ack has this long to send it (acks come at least every
+    // `ack_every`, read at the next batch).
+    let idle = IDLE_TIMEOUT.max(2 * (ack_every + shared.config.interval));
     loop {
         // Acks that came in since the last look, without waiting for any.
         while let Some(f) = conn.try_frame()? {
             acks.take(shared, f)?;
         }
         // Send what the window allows.
+        let mut burst = 0u32;
         while let Some((seq, payload)) = shared.next_to_send(idx, &mut next) {
-            let payload = match msg::decode::<Batch>(&payload).and_then(|b| msg::encode(&b.delta_against(&mut sent))) {
-                Ok(p) => p,
+            let mut batch = match msg::decode::<Batch>(&payload) {
+                Ok(b) => b,
                 Err(e) => {
                     // The spool holds only batches this process encoded.
                     tracing::error!(seq, error = %e, "Spooled batch does not decode; skipping it.");
                     continue;
                 }
             };
-            let bytes = frame::seal(Kind::Batch, counter, nonce, Some(key), &payload);
+            burst += 1;
+            let acked = shared.spool_acked(idx);
+            let last_for_now = !shared.has_unsent(next) || next > acked + WINDOW;
+            batch.ack = seq - acked >= WINDOW / 2
+                || (last_for_now && (burst > 1 || asked_at.is_none_or(|t| t.elapsed() >= ack_every)));
+            let payload = match msg::encode(&sent.delta(&batch)) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "Could not encode a batch; skipping it.");
+                    continue;
+                }
+            };
+            let bytes = frame::seal(Kind::Batch, counter, &nonce, Some(key), &payload);
             if bytes.len() > max_frame + frame::PREFIX_LEN {
                 tracing::error!(seq, bytes = bytes.len(), "Batch larger than the collector accepts; dropping it.");
                 shared.stats.oversized.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            counter += 1;
+            // A counter may not repeat on a connection; a new connection starts at 0.
+            counter = counter.checked_add(1).ok_or_else(|| SendError::Protocol("frame counter exhausted".into()))?;
+            sent.remember(&batch);
+            if batch.ack {
+                asked_at = Some(Instant::now());
+            }
             conn.write_all(&bytes).await?;
             shared.stats.bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             shared.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
         }
         let unacked = shared.spool_acked(idx) + 1 < next;
-        if unacked && acks.last_frame.elapsed() > IDLE_TIMEOUT {
-            return Err(SendError::Idle(IDLE_TIMEOUT));
+        if unacked && acks.last_frame.elapsed() > idle {
+            return Err(SendError::Idle(idle));
         }
         // With batches the window holds back, the acks are what we wait for. Caught up,
         // the next batch is: its ack is read when that batch goes out, so an ack does
@@ -150,8 +178,8 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
             conn.quiet()?;
         }
         tokio::select! {
-            f = tokio::time::timeout(IDLE_TIMEOUT, conn.next_frame()), if backlog => {
-                let f = f.map_err(|_| SendError::Idle(IDLE_TIMEOUT))??.ok_or(SendError::Closed)?;
+            f = tokio::time::timeout(idle, conn.next_frame()), if backlog => {
+                let f = f.map_err(|_| SendError::Idle(idle))??.ok_or(SendError::Closed)?;
                 acks.take(shared, f)?;
             }
             r = latest.changed() => {
@@ -172,8 +200,8 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
 struct Acks<'a> {
     idx: usize,
     key: &'a [u8],
-    nonce: [u8; 16],
-    recv_counter: u64,
+    nonce: Nonce,
+    recv_counter: u32,
     last_frame: Instant,
 }
 
@@ -185,7 +213,7 @@ impl Acks<'_> {
             let r: Refusal = msg::decode(&f.payload).map_err(|e| SendError::Protocol(e.to_string()))?;
             return Err(SendError::Refused { reason: r.reason, message: r.message });
         }
-        if f.verify(self.key).is_err() || f.nonce != self.nonce {
+        if !f.belongs_to(&self.nonce) || f.verify(self.key, &self.nonce).is_err() {
             return Err(SendError::Protocol("collector frame failed authentication".into()));
         }
         if f.counter != self.recv_counter {
@@ -194,7 +222,7 @@ impl Acks<'_> {
                 f.counter, self.recv_counter
             )));
         }
-        self.recv_counter += 1;
+        self.recv_counter = self.recv_counter.wrapping_add(1);
         self.last_frame = Instant::now();
         match f.kind {
             Kind::Ack => {
@@ -373,15 +401,16 @@ pub async fn one_shot(addr: &str, key: &[u8], hello: &Hello, batch: &Batch) -> R
     if first.kind != Kind::Challenge {
         return Err(SendError::Protocol(format!("expected a challenge, got {:?}", first.kind)));
     }
-    let nonce = first.nonce;
-    wr.write_all(&frame::seal(Kind::Hello, 0, nonce, Some(key), &msg::encode(hello).map_err(protocol)?)).await?;
-    wr.write_all(&frame::seal(Kind::Batch, 1, nonce, Some(key), &msg::encode(batch).map_err(protocol)?)).await?;
+    let nonce = msg::decode::<Challenge>(&first.payload).map_err(protocol)?.nonce;
+    let batch = Batch { ack: true, ..batch.clone() };
+    wr.write_all(&frame::seal(Kind::Hello, 0, &nonce, Some(key), &msg::encode(hello).map_err(protocol)?)).await?;
+    wr.write_all(&frame::seal(Kind::Batch, 1, &nonce, Some(key), &msg::encode(&batch).map_err(protocol)?)).await?;
     let f = next_frame(&mut reader).await?;
     if f.kind == Kind::Error {
         let r: Refusal = msg::decode(&f.payload).map_err(protocol)?;
         return Err(SendError::Refused { reason: r.reason, message: r.message });
     }
-    if f.kind != Kind::Ack || f.verify(key).is_err() || f.nonce != nonce {
+    if f.kind != Kind::Ack || !f.belongs_to(&nonce) || f.verify(key, &nonce).is_err() {
         return Err(SendError::Protocol("no authentic ack from the collector".into()));
     }
     let ack: Ack = msg::decode(&f.payload).map_err(protocol)?;
@@ -417,9 +446,9 @@ mod tests {
         let (mut conn, mut collector) = pair().await;
         conn.quiet().unwrap();
         assert!(conn.try_frame().unwrap().is_none(), "nothing arrived yet");
-        let mut bytes = frame::seal(Kind::Ack, 1, [7; 16], Some(b"k"), b"one");
-        bytes.extend(frame::seal(Kind::Ack, 2, [7; 16], Some(b"k"), b"two"));
-        let third = frame::seal(Kind::Ack, 3, [7; 16], Some(b"k"), b"three");
+        let mut bytes = frame::seal(Kind::Ack, 1, &[7; 16], Some(b"k"), b"one");
+        bytes.extend(frame::seal(Kind::Ack, 2, &[7; 16], Some(b"k"), b"two"));
+        let third = frame::seal(Kind::Ack, 3, &[7; 16], Some(b"k"), b"three");
         bytes.extend(&third[..10]);
         collector.write_all(&bytes).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -451,7 +480,7 @@ mod tests {
     #[tokio::test]
     async fn a_collector_that_closes_inside_a_frame_is_a_truncated_stream() {
         let (mut conn, mut collector) = pair().await;
-        let f = frame::seal(Kind::Ack, 1, [7; 16], Some(b"k"), b"cut");
+        let f = frame::seal(Kind::Ack, 1, &[7; 16], Some(b"k"), b"cut");
         collector.write_all(&f[..f.len() - 1]).await.unwrap();
         drop(collector);
         let r = tokio::time::timeout(Duration::from_secs(5), conn.next_frame()).await.unwrap();

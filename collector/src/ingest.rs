@@ -13,9 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ganglion_proto::frame::{self, Frame, FrameError, Kind};
+use ganglion_proto::frame::{self, Frame, FrameError, Kind, Nonce};
 use ganglion_proto::io::{FrameReader, ReadError};
-use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Refusal};
+use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Previous, Refusal};
 use ganglion_proto::name::{self, NameKind};
 use rand::RngCore;
 use tokio::io::AsyncWriteExt;
@@ -109,25 +109,28 @@ fn read_reason(e: &ReadError) -> Reason {
 
 struct Session {
     wr: OwnedWriteHalf,
-    nonce: [u8; 16],
+    nonce: Nonce,
     key: Vec<u8>,
-    send_counter: u64,
-    recv_counter: u64,
+    send_counter: u32,
+    recv_counter: u32,
 }
 
 impl Session {
     async fn send(&mut self, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
-        let bytes = frame::seal(kind, self.send_counter, self.nonce, Some(&self.key), payload);
-        self.send_counter += 1;
+        let bytes = frame::seal(kind, self.send_counter, &self.nonce, Some(&self.key), payload);
+        // A counter may not repeat on a connection; at one ack a second this is 136
+        // years away, so the connection just ends and the agent opens a new one.
+        self.send_counter =
+            self.send_counter.checked_add(1).ok_or_else(|| std::io::Error::other("frame counter exhausted"))?;
         self.wr.write_all(&bytes).await
     }
 
     /// The checks every agent frame after the hello must pass.
     fn check(&mut self, f: &Frame) -> Result<(), Stop> {
-        if f.nonce != self.nonce {
+        if !f.belongs_to(&self.nonce) {
             return Err(Stop(Reason::Replayed, "frame belongs to another connection".into()));
         }
-        if f.verify(&self.key).is_err() {
+        if f.verify(&self.key, &self.nonce).is_err() {
             return Err(Stop(Reason::BadTag, "authentication tag does not match the cluster key".into()));
         }
         if f.counter != self.recv_counter {
@@ -136,15 +139,18 @@ impl Session {
                 format!("frame counter {} where {} was due", f.counter, self.recv_counter),
             ));
         }
-        self.recv_counter += 1;
+        self.recv_counter = self
+            .recv_counter
+            .checked_add(1)
+            .ok_or_else(|| Stop(Reason::Unexpected, "frame counter exhausted; the agent must reconnect".into()))?;
         Ok(())
     }
 }
 
-async fn refuse(wr: &mut OwnedWriteHalf, nonce: [u8; 16], reason: Reason, message: &str) {
+async fn refuse(wr: &mut OwnedWriteHalf, nonce: Nonce, reason: Reason, message: &str) {
     let r = Refusal { reason: reason.as_str().to_owned(), message: message.to_owned() };
     if let Ok(payload) = msg::encode(&r) {
-        let bytes = frame::seal(Kind::Error, 0, nonce, None, &payload);
+        let bytes = frame::seal(Kind::Error, 0, &nonce, None, &payload);
         let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&bytes)).await;
     }
 }
@@ -158,9 +164,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &IngestContext, sh
     let challenge = Challenge {
         collector: env!("CARGO_PKG_VERSION").to_owned(),
         max_frame_bytes: u32::try_from(ctx.max_frame_bytes).unwrap_or(u32::MAX),
+        nonce,
     };
     let payload = msg::encode(&challenge).expect("a challenge always encodes");
-    if wr.write_all(&frame::seal(Kind::Challenge, 0, nonce, None, &payload)).await.is_err() {
+    if wr.write_all(&frame::seal(Kind::Challenge, 0, &nonce, None, &payload)).await.is_err() {
         return;
     }
     let result = tokio::select! {
@@ -181,7 +188,7 @@ type SessionResult = Result<(), (Stop, Option<OwnedWriteHalf>)>;
 async fn session(
     reader: &mut FrameReader<tokio::net::tcp::OwnedReadHalf>,
     wr: OwnedWriteHalf,
-    nonce: [u8; 16],
+    nonce: Nonce,
     peer: SocketAddr,
     ctx: &IngestContext,
 ) -> SessionResult {
@@ -277,15 +284,18 @@ async fn batches(
     peer: SocketAddr,
     ctx: &IngestContext,
 ) -> Result<(), Stop> {
-    // Values of the previous batch on this connection, by agent metric id: the agent
-    // leaves out what did not change (PROTOCOL.md, "Batch").
-    let mut held: Vec<Option<f64>> = Vec::new();
+    // The previous batch on this connection: the agent sends differences from it
+    // (PROTOCOL.md, "Batch").
+    let mut prev = Previous::default();
     // Acks wait for the journal's group commit, but reading does not: batches keep
     // arriving (up to the agent's window) while one wait covers all of them, and the
     // ack sent afterwards is cumulative. Without this a connection would move one batch
     // per fsync interval.
     let mut waiting: Option<(Ack, Ticket, DurableWait)> = None;
     let mut next_ack: Option<(Ticket, Ack)> = None;
+    // The journal position of the newest batch stored from this connection: an ack
+    // covers every batch before it, so it waits for that one too.
+    let mut stored: Option<Ticket> = None;
     loop {
         let next = tokio::select! {
             f = reader.next() => f,
@@ -323,7 +333,7 @@ async fn batches(
             return Err(Stop(Reason::Unexpected, format!("{:?} frame from an agent", f.kind)));
         }
         let mut batch: Batch = msg::decode(&f.payload).map_err(|e| Stop(Reason::BadPayload, format!("batch: {e}")))?;
-        let bad = carry_forward(&mut held, &mut batch);
+        let bad = prev.rebuild(&mut batch, MAX_METRIC_ID);
         if bad > 0 {
             ctx.stats.reject(
                 Reason::BadSample,
@@ -331,11 +341,10 @@ async fn batches(
                 &format!("{bad} samples with NaN/infinite values or ids beyond {MAX_METRIC_ID}"),
             );
         }
-        let ack = Ack { run: batch.run, seq: batch.seq };
-        let ticket = match apply(&batch, host, ids, peer, ctx) {
-            // Acknowledged means in the journal: the ack waits for the group commit.
-            Some((samples, undo)) => match store(samples, host, peer, ctx) {
-                Ok(ticket) => ticket,
+        // Nothing to store for a duplicate or a stale batch.
+        if let Some((samples, undo)) = apply(&batch, host, ids, peer, ctx) {
+            match store(samples, host, peer, ctx) {
+                Ok(ticket) => stored = Some(ticket),
                 Err(e) => {
                     // Not acknowledged, and the sequence bookkeeping forgets the batch, so
                     // the agent's replay after it reconnects is stored rather than skipped
@@ -346,24 +355,23 @@ async fn batches(
                     tracing::warn!(%peer, seq = batch.seq, error = %e, "Storage refused a batch; closing so the agent resends it later.");
                     return Ok(());
                 }
-            },
-            // Nothing to store (a duplicate, a stale batch): the ack still waits behind
-            // the batches before it, or goes at once when none is waiting.
-            None => match (&next_ack, &waiting) {
-                (Some((t, _)), _) | (None, Some((_, t, _))) => *t,
-                (None, None) => {
-                    let payload = msg::encode(&ack).expect("an ack always encodes");
-                    if s.send(Kind::Ack, &payload).await.is_err() {
-                        return Ok(());
-                    }
-                    continue;
+            }
+        }
+        if !batch.ack {
+            continue;
+        }
+        let ack = Ack { run: batch.run, seq: batch.seq };
+        // Acknowledged means in the journal: the ack waits for the group commit of
+        // everything stored from this connection so far.
+        match (stored, waiting.is_some()) {
+            (None, _) => {
+                let payload = msg::encode(&ack).expect("an ack always encodes");
+                if s.send(Kind::Ack, &payload).await.is_err() {
+                    return Ok(());
                 }
-            },
-        };
-        if waiting.is_none() {
-            waiting = Some((ack, ticket, wait_for(ctx, ticket)));
-        } else {
-            next_ack = Some((ticket, ack));
+            }
+            (Some(ticket), false) => waiting = Some((ack, ticket, wait_for(ctx, ticket))),
+            (Some(ticket), true) => next_ack = Some((ticket, ack)),
         }
     }
 }
@@ -433,35 +441,6 @@ fn wait_for(ctx: &IngestContext, ticket: Ticket) -> DurableWait {
 
 /// Largest metric id an agent may use; ids index per-connection tables.
 const MAX_METRIC_ID: u32 = (1 << 20) - 1;
-
-/// Turns a batch as sent (changed values only) into the full set of values it stands
-/// for, updating `held`. Returns how many values were refused (absurd id, NaN or
-/// infinite).
-fn carry_forward(held: &mut Vec<Option<f64>>, batch: &mut Batch) -> u64 {
-    for &id in &batch.gone {
-        if let Some(slot) = held.get_mut(id as usize) {
-            *slot = None;
-        }
-    }
-    let mut bad = 0;
-    for &(id, v) in &batch.values {
-        if id > MAX_METRIC_ID {
-            bad += 1;
-            continue;
-        }
-        let i = id as usize;
-        if held.len() <= i {
-            held.resize(i + 1, None);
-        }
-        // A NaN is refused once, not carried into every later batch.
-        held[i] = if v.is_finite() { Some(v) } else { None };
-        bad += u64::from(!v.is_finite());
-    }
-    batch.values.clear();
-    batch.values.extend(held.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i as u32, v))));
-    batch.gone.clear();
-    bad
-}
 
 fn ds_kind(k: MetricKind) -> DsKind {
     match k {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ganglion_proto::frame::{self, Kind};
+use ganglion_proto::frame::{self, Kind, Nonce};
 use ganglion_proto::io::FrameReader;
-use ganglion_proto::msg::{self, Ack, Batch, Challenge, Facts, Hello, MetricKind, MetricMeta};
+use ganglion_proto::msg::{self, Ack, Batch, Challenge, Facts, Hello, MetricKind, MetricMeta, Previous};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -161,7 +161,7 @@ pub(crate) async fn handshake(
     addr: &str,
     key: &[u8],
     hello: &Hello,
-) -> anyhow::Result<(FrameReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf, [u8; 16])> {
+) -> anyhow::Result<(FrameReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf, Nonce)> {
     let stream = TcpStream::connect(addr).await.context("connect")?;
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
@@ -170,9 +170,8 @@ pub(crate) async fn handshake(
         .await
         .context("no challenge within 10 s")??
         .context("closed before challenge")?;
-    let _: Challenge = msg::decode(&ch.payload)?;
-    let nonce = ch.nonce;
-    wr.write_all(&frame::seal(Kind::Hello, 0, nonce, Some(key), &msg::encode(hello)?)).await?;
+    let nonce = msg::decode::<Challenge>(&ch.payload)?.nonce;
+    wr.write_all(&frame::seal(Kind::Hello, 0, &nonce, Some(key), &msg::encode(hello)?)).await?;
     Ok((reader, wr, nonce))
 }
 
@@ -207,7 +206,8 @@ async fn host(
     counters.connected.fetch_add(1, Ordering::Relaxed);
     tokio::select! { () = go.cancelled() => {}, () = stop.cancelled() => return Ok(()) }
     let mut values: Vec<(u32, f64)> = (0..args.metrics as u32).map(|m| (m, f64::from(m))).collect();
-    let (mut seq, mut acked, mut counter) = (0u64, 0u64, 1u64);
+    let (mut seq, mut acked, mut counter) = (0u64, 0u64, 1u32);
+    let mut prev = Previous::default();
     let mut in_flight: std::collections::VecDeque<(u64, Instant)> = std::collections::VecDeque::new();
     let mut ticker = (args.interval_ms > 0).then(|| tokio::time::interval(Duration::from_millis(args.interval_ms)));
     loop {
@@ -227,8 +227,12 @@ async fn host(
                 facts: None,
                 values: values.clone(),
                 gone: vec![],
+                // Every batch, to measure each one's latency.
+                ack: true,
             };
-            wr.write_all(&frame::seal(Kind::Batch, counter, nonce, Some(key), &msg::encode(&batch)?)).await?;
+            let payload = msg::encode(&prev.delta(&batch))?;
+            prev.remember(&batch);
+            wr.write_all(&frame::seal(Kind::Batch, counter, &nonce, Some(key), &payload)).await?;
             in_flight.push_back((seq, Instant::now()));
             counter += 1;
         }

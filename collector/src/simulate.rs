@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ganglion_proto::frame::{self, Kind};
-use ganglion_proto::msg::{self, Ack, Batch, Facts, Hello, MetricKind, MetricMeta};
+use ganglion_proto::msg::{self, Ack, Batch, Facts, Hello, MetricKind, MetricMeta, Previous};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -266,9 +266,10 @@ async fn host(i: usize, sim: &Simulation, start: i64, stop: &CancellationToken) 
     let history = sim.history.as_secs() as i64;
     let fill_from = start - history;
     let fill_span = history + 3600;
-    let (mut seq, mut acked, mut counter) = (0u64, 0u64, 1u64);
+    let (mut seq, mut acked, mut counter) = (0u64, 0u64, 1u32);
     const WINDOW: u64 = 64;
-    let send = |t: i64, seq: u64, counter: u64| -> anyhow::Result<Vec<u8>> {
+    let mut prev = Previous::default();
+    let mut send = |t: i64, seq: u64, counter: u32| -> anyhow::Result<Vec<u8>> {
         let v = values(i, t, fill_from, fill_span);
         let batch = Batch {
             run: 1,
@@ -278,8 +279,12 @@ async fn host(i: usize, sim: &Simulation, start: i64, stop: &CancellationToken) 
             facts: None,
             values: v.iter().enumerate().map(|(k, x)| (k as u32, *x)).collect(),
             gone: vec![],
+            // The loop below waits for acks of these, in the backlog by the window.
+            ack: true,
         };
-        Ok(frame::seal(Kind::Batch, counter, nonce, Some(key), &msg::encode(&batch)?))
+        let payload = msg::encode(&prev.delta(&batch))?;
+        prev.remember(&batch);
+        Ok(frame::seal(Kind::Batch, counter, &nonce, Some(key), &payload))
     };
     // Backlog, then live.
     let mut times: Vec<i64> = (0..history / 90).map(|k| fill_from + k * 90).collect();

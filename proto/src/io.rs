@@ -104,8 +104,8 @@ mod tests {
 
     #[tokio::test]
     async fn reads_frames_split_across_reads() {
-        let mut bytes = seal(Kind::Hello, 0, [1; 16], Some(b"k"), b"hello");
-        bytes.extend(seal(Kind::Batch, 1, [1; 16], Some(b"k"), &[9; 3000]));
+        let mut bytes = seal(Kind::Hello, 0, &[1; 16], Some(b"k"), b"hello");
+        bytes.extend(seal(Kind::Batch, 1, &[1; 16], Some(b"k"), &[9; 3000]));
         let (mut a, b) = tokio::io::duplex(7);
         let writer = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
@@ -120,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn truncated_stream_is_an_error() {
-        let bytes = seal(Kind::Hello, 0, [1; 16], Some(b"k"), b"hello");
+        let bytes = seal(Kind::Hello, 0, &[1; 16], Some(b"k"), b"hello");
         let mut r = FrameReader::new(&bytes[..bytes.len() - 1], 4096);
         assert!(matches!(r.next().await, Err(ReadError::Truncated)));
     }

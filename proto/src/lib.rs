@@ -16,11 +16,12 @@
 //! use ganglion_proto::frame::{self, Kind};
 //! let key = b"a shared cluster key";
 //! let nonce = [7u8; 16];
-//! let bytes = frame::seal(Kind::Ack, 1, nonce, Some(key), b"payload");
+//! let bytes = frame::seal(Kind::Ack, 1, &nonce, Some(key), b"payload");
 //! let (f, used) = frame::decode(&bytes, frame::DEFAULT_MAX_FRAME_BYTES).unwrap().unwrap();
 //! assert_eq!(used, bytes.len());
-//! assert!(f.verify(key).is_ok());
-//! assert!(f.verify(b"another key").is_err());
+//! assert!(f.belongs_to(&nonce));
+//! assert!(f.verify(key, &nonce).is_ok());
+//! assert!(f.verify(b"another key", &nonce).is_err());
 //! ```
 
 pub mod frame;
@@ -30,4 +31,4 @@ pub mod msg;
 pub mod name;
 
 /// Protocol version spoken by this build. A collector rejects frames of another version.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;

@@ -1,7 +1,7 @@
 //! Frame payloads and their MessagePack encoding.
 //!
 //! Structs are encoded as MessagePack arrays (field order is the contract, see
-//! `docs/PROTOCOL.md`), which keeps a sample at about eleven bytes: a batch names
+//! `docs/PROTOCOL.md`), which keeps a sample at about six bytes: a batch names
 //! metrics by the small integer id the agent assigned in its metric table, and only
 //! the hello (and a batch that first uses a new id) carries names, units and types.
 
@@ -42,6 +42,8 @@ pub struct Challenge {
     pub collector: String,
     /// Largest frame the collector accepts, so an agent can split batches.
     pub max_frame_bytes: u32,
+    /// The connection's nonce, which every later frame's tag covers (see [`crate::frame`]).
+    pub nonce: crate::frame::Nonce,
 }
 
 /// How a metric's values are to be read, as in RRDtool.
@@ -129,65 +131,126 @@ pub struct Batch {
     pub defs: Vec<MetricMeta>,
     /// New facts when they changed since the hello.
     pub facts: Option<Facts>,
-    /// `(metric id, value)` pairs. On the wire each value takes the shortest exact
-    /// MessagePack form: an integer when it is integral, a 32-bit float when that holds
-    /// it exactly, a 64-bit float otherwise (see [`values`]).
-    ///
-    /// Within one connection, a batch after the first leaves out every value equal to
-    /// the one the same metric had in the previous batch sent on that connection; the
-    /// receiver carries those forward. A spooled batch holds every value; the sender
-    /// leaves out the unchanged ones as it sends.
+    /// `(metric id, value)` pairs, a map from id to value on the wire. Each value takes
+    /// the shortest exact MessagePack form: an integer when it is integral, a 32-bit
+    /// float when that holds it exactly, a 64-bit float otherwise (see [`values`]).
+    /// An id appears at most once.
     #[serde(with = "values")]
     pub values: Vec<(u32, f64)>,
     /// Metrics that had a value in the previous batch of this connection and have none
     /// now (a disk unplugged, a source down), so the receiver stops carrying them.
     #[serde(default)]
     pub gone: Vec<u32>,
+    /// The sender wants an ack for this batch (which covers every batch before it).
+    /// A collector acknowledges only such batches; the agent asks once a minute, at the
+    /// end of a replay and when its window fills, so a quiet host's connection carries
+    /// one ack a minute instead of one per batch.
+    #[serde(default)]
+    pub ack: bool,
 }
 
-impl Batch {
-    /// This batch as sent after `prev` on the same connection: values equal to `prev`'s
-    /// left out, metrics `prev` had and this batch lacks listed in `gone`. `prev` is
-    /// indexed by metric id and is updated to this batch's full values.
-    pub fn delta_against(&self, prev: &mut Vec<Option<f64>>) -> Batch {
+/// What one end of a connection remembers of the previous batch on it. The sender
+/// writes each batch as a difference from the previous one ([`Previous::delta`]); the
+/// receiver rebuilds it ([`Previous::rebuild`]). Both start empty on every connection,
+/// so the first batch of a connection is always written in full and nothing depends on
+/// another connection, a collector restart or a lost ack.
+///
+/// The difference, for a batch after the first (PROTOCOL.md, "Batch"):
+/// - `run` is XORed with the previous run (0 when unchanged), `seq` and `time_ms` are
+///   the wrapping differences from the previous ones (1 and about the interval);
+/// - `values` leaves out every value equal, bit for bit, to the previous batch's value
+///   of the same metric, and `gone` lists the metrics the previous batch had and this
+///   one lacks.
+#[derive(Debug, Default, Clone)]
+pub struct Previous {
+    values: Vec<Option<f64>>,
+    head: Option<(u64, u64, i64)>,
+}
+
+impl Previous {
+    /// `batch` as sent after the previous one. The sender calls [`Previous::remember`]
+    /// once the result is on its way (not for a batch it ends up not sending).
+    pub fn delta(&self, batch: &Batch) -> Batch {
+        let prev = &self.values;
         let mut present = vec![false; prev.len()];
-        let mut values = Vec::with_capacity(self.values.len());
-        for &(id, v) in &self.values {
+        let mut values = Vec::with_capacity(batch.values.len());
+        for &(id, v) in &batch.values {
             let i = id as usize;
-            if i >= prev.len() {
-                prev.resize(i + 1, None);
-                present.resize(i + 1, false);
+            if let Some(p) = present.get_mut(i) {
+                *p = true;
             }
-            present[i] = true;
             // Bitwise, so NaN is sent again and -0.0 differs from 0.0.
-            if prev[i].map(f64::to_bits) != Some(v.to_bits()) {
+            if prev.get(i).copied().flatten().map(f64::to_bits) != Some(v.to_bits()) {
                 values.push((id, v));
-                prev[i] = Some(v);
             }
         }
-        let mut gone = Vec::new();
-        for (i, slot) in prev.iter_mut().enumerate() {
-            if slot.is_some() && !present[i] {
+        let gone = (0..prev.len()).filter(|&i| prev[i].is_some() && !present[i]).map(|i| i as u32).collect();
+        let (run, seq, time_ms) = match self.head {
+            None => (batch.run, batch.seq, batch.time_ms),
+            Some((run, seq, time_ms)) => {
+                (batch.run ^ run, batch.seq.wrapping_sub(seq), batch.time_ms.wrapping_sub(time_ms))
+            }
+        };
+        Batch { run, seq, time_ms, defs: batch.defs.clone(), facts: batch.facts.clone(), values, gone, ack: batch.ack }
+    }
+
+    /// Makes `batch` (as it is, not its delta) the previous batch.
+    pub fn remember(&mut self, batch: &Batch) {
+        self.head = Some((batch.run, batch.seq, batch.time_ms));
+        for slot in &mut self.values {
+            *slot = None;
+        }
+        for &(id, v) in &batch.values {
+            let i = id as usize;
+            if i >= self.values.len() {
+                self.values.resize(i + 1, None);
+            }
+            self.values[i] = Some(v);
+        }
+    }
+
+    /// Turns a batch as received into the full batch it stands for: run, sequence
+    /// number and time made absolute, unchanged values carried forward, `gone` applied
+    /// and cleared. Values with an id above `max_id` and NaN or infinite values are
+    /// refused (not carried either); returns how many.
+    pub fn rebuild(&mut self, batch: &mut Batch, max_id: u32) -> u64 {
+        if let Some((run, seq, time_ms)) = self.head {
+            batch.run ^= run;
+            batch.seq = seq.wrapping_add(batch.seq);
+            batch.time_ms = time_ms.wrapping_add(batch.time_ms);
+        }
+        self.head = Some((batch.run, batch.seq, batch.time_ms));
+        let held = &mut self.values;
+        for &id in &batch.gone {
+            if let Some(slot) = held.get_mut(id as usize) {
                 *slot = None;
-                gone.push(i as u32);
             }
         }
-        Batch {
-            run: self.run,
-            seq: self.seq,
-            time_ms: self.time_ms,
-            defs: self.defs.clone(),
-            facts: self.facts.clone(),
-            values,
-            gone,
+        let mut bad = 0;
+        for &(id, v) in &batch.values {
+            if id > max_id {
+                bad += 1;
+                continue;
+            }
+            let i = id as usize;
+            if held.len() <= i {
+                held.resize(i + 1, None);
+            }
+            // A NaN is refused once, not carried into every later batch.
+            held[i] = if v.is_finite() { Some(v) } else { None };
+            bad += u64::from(!v.is_finite());
         }
+        batch.values.clear();
+        batch.values.extend(held.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i as u32, v))));
+        batch.gone.clear();
+        bad
     }
 }
 
 /// Compact encoding of `(id, value)` pairs: see [`Batch::values`].
 pub mod values {
-    use serde::de::{self, SeqAccess, Visitor};
-    use serde::ser::SerializeSeq;
+    use serde::de::{self, MapAccess, Visitor};
+    use serde::ser::SerializeMap;
     use serde::{Deserializer, Serializer};
 
     /// Largest magnitude below which every integer is exactly an f64.
@@ -238,31 +301,31 @@ pub mod values {
     }
 
     pub fn serialize<S: Serializer>(values: &[(u32, f64)], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(values.len()))?;
+        let mut map = s.serialize_map(Some(values.len()))?;
         for &(id, v) in values {
-            seq.serialize_element(&(id, Num(v)))?;
+            map.serialize_entry(&id, &Num(v))?;
         }
-        seq.end()
+        map.end()
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, f64)>, D::Error> {
-        struct SeqVisitor;
-        impl<'de> Visitor<'de> for SeqVisitor {
+        struct MapVisitor;
+        impl<'de> Visitor<'de> for MapVisitor {
             type Value = Vec<(u32, f64)>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of [id, value] pairs")
+                f.write_str("a map of metric id to value")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 // The hint comes from the peer: cap it so a forged length cannot make us
                 // allocate more than the frame could hold.
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-                while let Some((id, AnyNum(v))) = seq.next_element::<(u32, AnyNum)>()? {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+                while let Some((id, AnyNum(v))) = map.next_entry::<u32, AnyNum>()? {
                     out.push((id, v));
                 }
                 Ok(out)
             }
         }
-        d.deserialize_seq(SeqVisitor)
+        d.deserialize_map(MapVisitor)
     }
 }
 
@@ -304,7 +367,7 @@ mod tests {
         fn batch_round_trips(seq: u64, time_ms: i64,
                              defs in proptest::collection::vec(meta(), 0..4),
                              values in proptest::collection::vec((any::<u32>(), -1e12f64..1e12), 0..200)) {
-            let b = Batch { run: 7, seq, time_ms, defs, facts: None, values, gone: vec![] };
+            let b = Batch { run: 7, seq, time_ms, defs, facts: None, values, gone: vec![], ack: false };
             let back: Batch = decode(&encode(&b).unwrap()).unwrap();
             prop_assert_eq!(back, b);
         }
@@ -312,26 +375,44 @@ mod tests {
         #[test]
         fn any_value_round_trips_bit_for_bit(v: f64, bits: u64) {
             for v in [v, f64::from_bits(bits), v.round(), f64::from(v as f32)] {
-                let b = Batch { run: 1, seq: 1, time_ms: 0, defs: vec![], facts: None, values: vec![(3, v)], gone: vec![] };
+                let b = Batch { run: 1, seq: 1, time_ms: 0, defs: vec![], facts: None, values: vec![(3, v)], gone: vec![], ack: true };
                 let back: Batch = decode(&encode(&b).unwrap()).unwrap();
                 prop_assert_eq!(back.values[0].1.to_bits(), v.to_bits(), "{}", v);
             }
         }
 
         #[test]
-        fn deltas_rebuild_the_full_batches(batches in proptest::collection::vec(
-            proptest::collection::btree_map(0u32..20, prop_oneof![Just(1.0f64), Just(2.5), -1e6f64..1e6], 0..20), 1..12)) {
-            let mut sent = Vec::new();
-            let mut held: std::collections::BTreeMap<u32, f64> = Default::default();
-            for (i, values) in batches.iter().enumerate() {
-                let full = Batch { run: 1, seq: i as u64 + 1, time_ms: 0, defs: vec![], facts: None,
-                                   values: values.iter().map(|(k, v)| (*k, *v)).collect(), gone: vec![] };
-                let d = full.delta_against(&mut sent);
-                let d: Batch = decode(&encode(&d).unwrap()).unwrap();
-                for id in &d.gone { held.remove(id); }
-                for (id, v) in &d.values { held.insert(*id, *v); }
-                prop_assert_eq!(&held, values);
+        fn deltas_rebuild_the_full_batches(start_seq in 1u64..u64::MAX / 2, run: u64, t0 in -1i64 << 50..1i64 << 50,
+                                           batches in proptest::collection::vec((
+            proptest::collection::btree_map(0u32..20, prop_oneof![Just(1.0f64), Just(2.5), -1e6f64..1e6], 0..20),
+            1u64..3, -20_000i64..40_000, any::<bool>()), 1..12)) {
+            let mut sender = Previous::default();
+            let mut receiver = Previous::default();
+            let (mut seq, mut time_ms) = (start_seq, t0);
+            for (values, step, dt, ack) in &batches {
+                let full = Batch { run, seq, time_ms, defs: vec![], facts: None,
+                                   values: values.iter().map(|(k, v)| (*k, *v)).collect(), gone: vec![], ack: *ack };
+                let sent = sender.delta(&full);
+                sender.remember(&full);
+                let mut got: Batch = decode(&encode(&sent).unwrap()).unwrap();
+                prop_assert_eq!(receiver.rebuild(&mut got, u32::MAX), 0);
+                prop_assert_eq!(got, full);
+                seq += step;
+                time_ms += dt;
             }
+        }
+
+        #[test]
+        fn a_quiet_batch_after_the_first_is_a_few_bytes(run: u64, seq in 1u64..1 << 40) {
+            let full = |seq: u64, t: i64| Batch { run, seq, time_ms: 1_700_000_000_000 + t, defs: vec![], facts: None,
+                                                  values: (0..70).map(|i| (i, f64::from(i) * 1.5)).collect(),
+                                                  gone: vec![], ack: false };
+            let mut sender = Previous::default();
+            sender.remember(&full(seq, 0));
+            let next = encode(&sender.delta(&full(seq + 1, 15_000))).unwrap();
+            // Array header, run 0, seq 1, time 15000 (3 bytes), two empty lists, nil,
+            // an empty map and false.
+            prop_assert_eq!(next.len(), 1 + 1 + 1 + 3 + 1 + 1 + 1 + 1 + 1);
         }
 
         #[test]
@@ -355,22 +436,39 @@ mod tests {
     }
 
     #[test]
-    fn sample_costs_about_eleven_bytes() {
+    fn sample_costs_about_ten_bytes() {
         let values: Vec<(u32, f64)> = (0..100).map(|i| (i, i as f64 * 1.37)).collect();
-        let b =
-            Batch { run: 1 << 60, seq: 1, time_ms: 1_700_000_000_000, defs: vec![], facts: None, values, gone: vec![] };
+        let b = Batch {
+            run: 1 << 60,
+            seq: 1,
+            time_ms: 1_700_000_000_000,
+            defs: vec![],
+            facts: None,
+            values,
+            gone: vec![],
+            ack: false,
+        };
         let len = encode(&b).unwrap().len();
-        assert!(len <= 100 * 11 + 40, "{len} bytes for 100 samples");
+        // Id and a 64-bit float: 10 bytes.
+        assert!(len <= 100 * 10 + 40, "{len} bytes for 100 samples");
     }
 
     #[test]
     fn integral_and_single_precision_values_are_short() {
         let values: Vec<(u32, f64)> =
             (0..100).map(|i| (i, if i % 2 == 0 { f64::from(i * 1000) } else { 0.25 })).collect();
-        let b =
-            Batch { run: 1 << 60, seq: 1, time_ms: 1_700_000_000_000, defs: vec![], facts: None, values, gone: vec![] };
+        let b = Batch {
+            run: 1 << 60,
+            seq: 1,
+            time_ms: 1_700_000_000_000,
+            defs: vec![],
+            facts: None,
+            values,
+            gone: vec![],
+            ack: false,
+        };
         let len = encode(&b).unwrap().len();
-        // Array header, id and a value of at most 5 bytes (u32 or f32): 7 bytes, not 11.
-        assert!(len <= 100 * 7 + 40, "{len} bytes for 100 short samples");
+        // Id and a value of at most 5 bytes (u32 or f32): 6 bytes, not 10.
+        assert!(len <= 100 * 6 + 40, "{len} bytes for 100 short samples");
     }
 }

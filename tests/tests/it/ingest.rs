@@ -4,16 +4,19 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use ganglion_proto::frame::{self, Frame, Kind};
-use ganglion_proto::msg::{self, Batch, Facts, Hello, MetricKind, MetricMeta};
+use ganglion_proto::frame::{self, Frame, Kind, Nonce};
+use ganglion_proto::msg::{self, Ack, Batch, Challenge, Facts, Hello, MetricKind, MetricMeta};
 use ganglion_tests::{wait_for, Collector, CLUSTER, KEY};
 
-/// A hand-driven agent connection.
+/// A hand-driven agent connection, written from PROTOCOL.md rather than with the
+/// agent's code.
 struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
-    nonce: [u8; 16],
-    counter: u64,
+    nonce: Nonce,
+    counter: u32,
+    /// Run, seq and time of the previous batch: later ones are sent as differences.
+    head: Option<(u64, u64, i64)>,
 }
 
 fn now_ms() -> i64 {
@@ -24,10 +27,11 @@ impl Client {
     fn connect(c: &Collector) -> Client {
         let stream = TcpStream::connect(&c.ingest).expect("connect to collector");
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut cl = Client { stream, buf: Vec::new(), nonce: [0; 16], counter: 0 };
+        let mut cl = Client { stream, buf: Vec::new(), nonce: [0; 16], counter: 0, head: None };
         let ch = cl.read().expect("challenge");
         assert_eq!(ch.kind, Kind::Challenge);
-        cl.nonce = ch.nonce;
+        cl.nonce = msg::decode::<Challenge>(&ch.payload).expect("challenge payload").nonce;
+        assert!(ch.belongs_to(&cl.nonce));
         cl
     }
 
@@ -47,7 +51,7 @@ impl Client {
     }
 
     fn seal(&mut self, kind: Kind, key: &[u8], payload: &[u8]) -> Vec<u8> {
-        let bytes = frame::seal(kind, self.counter, self.nonce, Some(key), payload);
+        let bytes = frame::seal(kind, self.counter, &self.nonce, Some(key), payload);
         self.counter += 1;
         bytes
     }
@@ -61,8 +65,21 @@ impl Client {
         self.seal(Kind::Hello, key, &msg::encode(&h).unwrap())
     }
 
+    /// A batch that asks for an ack, with `values` as they go on the wire (after the
+    /// first batch, only the changed ones).
     fn batch(&mut self, seq: u64, values: Vec<(u32, f64)>) -> Vec<u8> {
-        let b = Batch { run: 9, seq, time_ms: now_ms(), defs: vec![], facts: None, values, gone: vec![] };
+        self.batch_with(seq, values, vec![], true)
+    }
+
+    fn batch_with(&mut self, seq: u64, values: Vec<(u32, f64)>, gone: Vec<u32>, ack: bool) -> Vec<u8> {
+        let (run, time_ms) = (9, now_ms());
+        // After the first batch: run XOR the previous one, seq and time as differences.
+        let (w_run, w_seq, w_time) = match self.head {
+            None => (run, seq, time_ms),
+            Some((r, s, t)) => (run ^ r, seq.wrapping_sub(s), time_ms - t),
+        };
+        self.head = Some((run, seq, time_ms));
+        let b = Batch { run: w_run, seq: w_seq, time_ms: w_time, defs: vec![], facts: None, values, gone, ack };
         self.seal(Kind::Batch, KEY.as_bytes(), &msg::encode(&b).unwrap())
     }
 
@@ -127,7 +144,8 @@ fn wrong_key_and_replayed_frames_are_rejected_and_counted() {
     // The good session's hello replayed on a new connection.
     let mut replay = Client::connect(&c);
     let recorded = {
-        let mut other = Client { stream: good.stream.try_clone().unwrap(), buf: vec![], nonce: good.nonce, counter: 0 };
+        let mut other =
+            Client { stream: good.stream.try_clone().unwrap(), buf: vec![], nonce: good.nonce, counter: 0, head: None };
         other.hello("good", KEY.as_bytes())
     };
     replay.send(&recorded);
@@ -265,8 +283,7 @@ fn unchanged_values_are_carried_forward_until_gone() {
 
     // The metric is gone: no longer carried, its last value stays as it was.
     std::thread::sleep(Duration::from_millis(20));
-    let gone = Batch { run: 9, seq: 3, time_ms: now_ms(), defs: vec![], facts: None, values: vec![], gone: vec![0] };
-    let bytes = a.seal(Kind::Batch, KEY.as_bytes(), &msg::encode(&gone).unwrap());
+    let bytes = a.batch_with(3, vec![], vec![0], true);
     a.send(&bytes);
     assert_eq!(a.read().unwrap().kind, Kind::Ack);
     assert_eq!(metric_time(&c, "delta"), Some(t2), "a gone metric was carried");
@@ -275,9 +292,35 @@ fn unchanged_values_are_carried_forward_until_gone() {
     let mut b2 = Client::connect(&c);
     let h = b2.hello("delta", KEY.as_bytes());
     b2.send(&h);
-    let b = Batch { run: 9, seq: 4, time_ms: now_ms(), defs: vec![], facts: None, values: vec![], gone: vec![] };
-    let bytes = b2.seal(Kind::Batch, KEY.as_bytes(), &msg::encode(&b).unwrap());
+    let bytes = b2.batch(4, vec![]);
     b2.send(&bytes);
     assert_eq!(b2.read().unwrap().kind, Kind::Ack);
     assert_eq!(metric_time(&c, "delta"), Some(t2), "a value was carried across connections");
+}
+
+#[test]
+fn only_batches_that_ask_are_acked_and_the_ack_covers_the_ones_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), "");
+    let mut a = Client::connect(&c);
+    let h = a.hello("quiet", KEY.as_bytes());
+    a.send(&h);
+    for seq in 1..=3 {
+        let b = a.batch_with(seq, vec![(0, seq as f64)], vec![], false);
+        a.send(&b);
+    }
+    // Applied without an ack.
+    wait_for(Duration::from_secs(5), "three unacknowledged batches applied", &[&c.proc], || {
+        (value_of(&c, "quiet") == Some(3.0)).then_some(())
+    });
+    let b = a.batch_with(4, vec![], vec![], true);
+    a.send(&b);
+    let f = a.read().expect("an ack");
+    assert_eq!(f.kind, Kind::Ack);
+    assert_eq!(f.counter, 1, "no ack came before this one");
+    f.verify(KEY.as_bytes(), &a.nonce).expect("ack signed with the cluster key");
+    let ack: Ack = msg::decode(&f.payload).unwrap();
+    assert_eq!((ack.run, ack.seq), (9, 4));
+    let s = c.host("quiet").unwrap()["seq"].clone();
+    assert_eq!((s["first"].as_u64(), s["last"].as_u64(), s["gaps"].as_u64()), (Some(1), Some(4), Some(0)), "{s}");
 }
