@@ -141,8 +141,8 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
             burst += 1;
             let acked = shared.spool_acked(idx);
             let last_for_now = !shared.has_unsent(next) || next > acked + WINDOW;
-            batch.ack = seq - acked >= WINDOW / 2
-                || (last_for_now && (burst > 1 || asked_at.is_none_or(|t| t.elapsed() >= ack_every)));
+            batch.ack =
+                wants_ack(seq.saturating_sub(acked), last_for_now, burst, asked_at.map(|t| t.elapsed()), ack_every);
             let payload = match msg::encode(&sent.delta(&batch)) {
                 Ok(p) => p,
                 Err(e) => {
@@ -194,6 +194,20 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
             }
         }
     }
+}
+
+/// Whether a batch asks the collector for an ack. `out` counts the batches sent and not
+/// acknowledged, this one included; `last_for_now` is true when nothing else can be
+/// sent after it until more is collected or acked; `burst` counts the batches sent in
+/// a row with it; `since_asked` is how long ago an ack was last asked for on this
+/// connection (`None`: never).
+fn wants_ack(out: u64, last_for_now: bool, burst: u32, since_asked: Option<Duration>, ack_every: Duration) -> bool {
+    // Half the window out: ask now, so the window never stalls waiting for an ack.
+    out >= WINDOW / 2
+        // A replay or catch-up ends: let the spool go.
+        || (last_for_now && burst > 1)
+        // The session's first batch, then at least every `ack_every`.
+        || (last_for_now && since_asked.is_none_or(|t| t >= ack_every))
 }
 
 /// The collector's side of a session: acks, or a refusal that explains a close.
@@ -439,6 +453,20 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
         (Conn::new(ours.unwrap(), 4096), theirs.unwrap().0)
+    }
+
+    #[test]
+    fn asks_for_acks_once_a_minute_at_the_end_of_a_replay_and_at_half_window() {
+        let minute = Duration::from_secs(60);
+        let ago = |s| Some(Duration::from_secs(s));
+        assert!(wants_ack(1, true, 1, None, minute), "a session's first batch asks");
+        assert!(!wants_ack(2, true, 1, ago(15), minute), "a quiet host's next batches do not");
+        assert!(!wants_ack(4, true, 1, ago(45), minute));
+        assert!(wants_ack(5, true, 1, ago(60), minute), "a minute later one does");
+        assert!(!wants_ack(3, false, 2, ago(60), minute), "not in the middle of a replay");
+        assert!(wants_ack(9, true, 9, ago(1), minute), "the replay's last batch does");
+        assert!(wants_ack(WINDOW / 2, false, 1, ago(1), minute), "half the window out does");
+        assert!(wants_ack(1, true, 1, ago(0), Duration::ZERO), "ack_interval_secs = 0: every batch");
     }
 
     #[tokio::test]
