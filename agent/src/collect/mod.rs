@@ -162,7 +162,7 @@ impl HeldFile {
             }
             let file = self.file.as_ref().expect("opened above");
             match read_all_at(file, buf) {
-                Ok(()) => return Ok(String::from_utf8_lossy(buf)),
+                Ok(n) => return Ok(String::from_utf8_lossy(&buf[..n])),
                 Err(e) if fresh => {
                     self.file = None;
                     return Err(io(&self.path, e));
@@ -183,31 +183,32 @@ impl HeldFile {
     }
 }
 
-/// Reads a whole file from offset 0 with one `pread` into a buffer larger than it.
+/// Reads a whole file from offset 0 with one `pread` into a buffer larger than it;
+/// returns the length read.
 ///
 /// `/proc` files are `seq_file`s, which fill a read up to the buffer's size and return
 /// less only at the end; and a second read at a non-zero offset would make the kernel
 /// build the whole text again just to find the end. So a read that does not fill the
 /// buffer is the whole file, and one that does is retried with a larger buffer.
-fn read_all_at(file: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+///
+/// The buffer keeps its length between reads: it is zeroed when it grows, not before
+/// every read (zeroing 16 KiB for each of six files was 1 % of a collection).
+fn read_all_at(file: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     use std::os::unix::fs::FileExt as _;
-    let mut size = buf.capacity().max(16 * 1024);
+    let mut size = buf.len().max(16 * 1024);
     loop {
-        buf.clear();
-        buf.resize(size, 0);
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
         let n = loop {
-            match file.read_at(buf, 0) {
+            match file.read_at(&mut buf[..size], 0) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    buf.clear();
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         };
         if n < size || size as u64 >= MAX_FILE_BYTES {
-            buf.truncate(n);
-            return Ok(());
+            return Ok(n);
         }
         size *= 2;
     }
