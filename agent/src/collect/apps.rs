@@ -79,6 +79,13 @@ pub(crate) trait AppSource: Send + 'static {
     fn name(&self) -> &'static str;
     /// Longest one collection may take; the source sets its I/O timeouts from it.
     fn timeout(&self) -> Duration;
+    /// Sends this collection's request ahead without waiting for the answer, so the
+    /// server works on it while the other sources are read; returns whether a request
+    /// is now in flight. A failure is kept for [`collect`](Self::collect) to report.
+    /// `collect` works whether or not this was called.
+    fn begin(&mut self) -> bool {
+        false
+    }
     /// Reads the server once at `now`; appends readings only when it returns `Ok`.
     fn collect(&mut self, now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError>;
 }
@@ -192,7 +199,19 @@ impl AppSet {
     pub async fn collect(&mut self, out: &mut Vec<Reading>) {
         let started = tokio::time::Instant::now();
         let mut waiting = Vec::with_capacity(self.slots.len());
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        // Every in-place source that can sends its request first, and those are read
+        // last: while one server is waited for the others answer, so a collection
+        // sleeps about once instead of once per source (each sleep and wake-up is CPU
+        // time of its own).
+        let in_flight: Vec<bool> = self
+            .slots
+            .iter_mut()
+            .map(|slot| slot.running.is_none() && slot.offload == 0 && slot.source.as_mut().is_some_and(|s| s.begin()))
+            .collect();
+        let n = self.slots.len();
+        let order = (0..n).filter(|&i| !in_flight[i]).chain((0..n).filter(|&i| in_flight[i]));
+        for i in order {
+            let slot = &mut self.slots[i];
             if slot.running.is_none() && slot.offload == 0 {
                 if let Some(source) = slot.source.as_mut() {
                     let began = Instant::now();
@@ -389,6 +408,41 @@ mod tests {
         assert_eq!(slow[0], here, "tried in place first");
         assert!(slow[1..].iter().all(|t| *t != here), "then off the runtime thread: {slow:?}");
         assert_eq!(apps.slots[1].offload, OFFLOAD_COLLECTIONS - 2);
+    }
+
+    /// Logs its `begin` and `collect` calls; sends ahead when `ahead`.
+    struct Logged(&'static str, bool, Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl AppSource for Logged {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn begin(&mut self) -> bool {
+            self.2.lock().unwrap().push(format!("begin {}", self.0));
+            self.1
+        }
+        fn collect(&mut self, _now: Instant, _out: &mut Vec<Reading>) -> Result<(), AppError> {
+            self.2.lock().unwrap().push(format!("collect {}", self.0));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_go_out_first_and_their_sources_are_read_last() {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut apps = AppSet::from_sources(vec![
+            Box::new(Logged("a", true, log.clone())),
+            Box::new(Logged("b", false, log.clone())),
+            Box::new(Logged("c", true, log.clone())),
+        ]);
+        let mut out = Vec::new();
+        apps.collect(&mut out).await;
+        let want = ["begin a", "begin b", "begin c", "collect b", "collect a", "collect c"];
+        assert_eq!(*log.lock().unwrap(), want);
+        assert_eq!(out.iter().filter(|r| r.name.ends_with("_up") && r.value == 1.0).count(), 3);
     }
 
     #[test]

@@ -145,11 +145,19 @@ pub(crate) struct MemcachedSource {
     counters: ServerCounters,
     buf: Vec<u8>,
     conn: Option<TcpStream>,
+    /// `stats` was sent on `conn` by [`begin`](AppSource::begin); its answer is due.
+    sent: bool,
 }
 
 impl MemcachedSource {
     pub(crate) fn new(config: MemcachedConfig) -> MemcachedSource {
-        MemcachedSource { config, counters: ServerCounters::default(), buf: Vec::with_capacity(4096), conn: None }
+        MemcachedSource {
+            config,
+            counters: ServerCounters::default(),
+            buf: Vec::with_capacity(4096),
+            conn: None,
+            sent: false,
+        }
     }
 
     fn connect(&self) -> Result<TcpStream, AppError> {
@@ -167,8 +175,10 @@ impl MemcachedSource {
     /// `stats` over the kept connection, or over a new one when there is none or the
     /// kept one fails (memcached restarted, or closed it).
     fn stats(&mut self) -> Result<MemcachedStats, AppError> {
+        let sent = std::mem::take(&mut self.sent);
         if let Some(mut stream) = self.conn.take() {
-            if let Ok(s) = self.exchange(&mut stream) {
+            let answer = if sent { self.read_answer(&mut stream) } else { self.exchange(&mut stream) };
+            if let Ok(s) = answer {
                 self.conn = Some(stream);
                 return Ok(s);
             }
@@ -181,9 +191,14 @@ impl MemcachedSource {
 
     /// Asks `stats` and reads up to `END`, within the timeout.
     fn exchange(&mut self, stream: &mut TcpStream) -> Result<MemcachedStats, AppError> {
+        stream.write_all(b"stats\r\n").map_err(|source| AppError::Io { what: "sending stats", source })?;
+        self.read_answer(stream)
+    }
+
+    /// Reads the answer to `stats` up to `END`, within the timeout.
+    fn read_answer(&mut self, stream: &mut TcpStream) -> Result<MemcachedStats, AppError> {
         let deadline = Instant::now() + self.config.timeout;
         let io = |what| move |source| AppError::Io { what, source };
-        stream.write_all(b"stats\r\n").map_err(io("sending stats"))?;
         self.buf.clear();
         let mut chunk = [0u8; 4096];
         loop {
@@ -212,6 +227,17 @@ impl AppSource for MemcachedSource {
 
     fn timeout(&self) -> Duration {
         self.config.timeout
+    }
+
+    fn begin(&mut self) -> bool {
+        // Only over a kept connection: making a new one is left to `collect`, which
+        // reports why it failed.
+        let Some(stream) = self.conn.as_mut() else { return false };
+        self.sent = stream.write_all(b"stats\r\n").is_ok();
+        if !self.sent {
+            self.conn = None;
+        }
+        self.sent
     }
 
     fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
@@ -243,6 +269,53 @@ mod tests {
         assert!(matches!(parse_stats(cut), Err(ParseError::Incomplete(_))));
         assert!(matches!(parse_stats("ERROR\r\n"), Err(ParseError::Invalid(_))));
         assert!(matches!(parse_stats("END\r\n"), Err(ParseError::Invalid(_))));
+    }
+
+    /// A memcached stand-in that answers every `stats` with the fixture, on
+    /// `connections` connections one after the other, each closed after `per_conn`
+    /// answers.
+    fn fake_server(connections: usize, per_conn: usize) -> (String, std::thread::JoinHandle<()>) {
+        use std::io::BufRead as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let answer = app_fixture("memcached-1.6.18-stats.txt");
+        let server = std::thread::spawn(move || {
+            for _ in 0..connections {
+                let (s, _) = listener.accept().unwrap();
+                let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                for _ in 0..per_conn {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 {
+                        break;
+                    }
+                    assert_eq!(line, "stats\r\n");
+                    w.write_all(answer.as_bytes()).unwrap();
+                }
+            }
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn request_sent_ahead_is_answered_on_the_kept_connection_and_a_closed_one_is_remade() {
+        let (address, server) = fake_server(2, 2);
+        let mut src = MemcachedSource::new(MemcachedConfig { address, timeout: Duration::from_secs(2) });
+        assert!(!src.begin(), "nothing to send ahead on before the first connection");
+        let mut out = Vec::new();
+        src.collect(Instant::now(), &mut out).unwrap();
+        assert!(src.begin());
+        out.clear();
+        src.collect(Instant::now(), &mut out).unwrap();
+        assert_eq!(value(&out, "memcached_limit_maxbytes"), Some(16.0 * 1024.0 * 1024.0));
+        // The server closed that connection after two answers: the request sent ahead
+        // gets no answer and the collection is made again on a new connection.
+        src.begin();
+        out.clear();
+        src.collect(Instant::now(), &mut out).unwrap();
+        assert_eq!(value(&out, "memcached_curr_items"), Some(1.0));
+        drop(src);
+        server.join().unwrap();
     }
 
     #[test]
