@@ -21,7 +21,6 @@
 //! (MariaDB 10.5 and later); without it the replica metrics are left out and the
 //! rest is reported. `docs/METRICS.md` has the GRANT.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
@@ -86,15 +85,25 @@ const OTHER_STATUS: [&str; 9] = [
 
 const VARIABLES: [&str; 4] = ["max_connections", "have_query_cache", "query_cache_type", "query_cache_size"];
 
+/// Number of status variables read: the counters of [`RATES`], then [`OTHER_STATUS`].
+const STATUS_COUNT: usize = RATES.len() + OTHER_STATUS.len();
+
 /// The status variables the agent uses, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MysqlStatus {
-    values: HashMap<&'static str, u64>,
+    /// In the order of [`status_index`]: a fixed table rather than a hash map, since a
+    /// collection looks up every name and hashing them cost more than the lookups.
+    values: [Option<u64>; STATUS_COUNT],
 }
 
 impl MysqlStatus {
     pub fn get(&self, name: &str) -> Option<u64> {
-        self.values.get(name).copied()
+        self.values[status_index(name)?]
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.values.iter().flatten().count()
     }
 }
 
@@ -115,8 +124,9 @@ pub struct Replica {
     pub sql_running: bool,
 }
 
-fn wanted(name: &str) -> Option<&'static str> {
-    RATES.iter().map(|r| r.1).chain(OTHER_STATUS).find(|w| w.eq_ignore_ascii_case(name))
+/// Position of a status variable in [`MysqlStatus`]; names are matched ignoring case.
+fn status_index(name: &str) -> Option<usize> {
+    RATES.iter().map(|r| r.1).chain(OTHER_STATUS).position(|w| w.eq_ignore_ascii_case(name))
 }
 
 /// Picks the status variables the agent uses out of `SHOW GLOBAL STATUS` rows
@@ -125,8 +135,8 @@ fn wanted(name: &str) -> Option<&'static str> {
 pub fn parse_status<'a>(rows: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> MysqlStatus {
     let mut s = MysqlStatus::default();
     for (name, value) in rows {
-        if let (Some(key), Some(v)) = (wanted(name), value.and_then(|v| v.trim().parse::<u64>().ok())) {
-            s.values.insert(key, v);
+        if let (Some(i), Some(v)) = (status_index(name), value.and_then(|v| v.trim().parse::<u64>().ok())) {
+            s.values[i] = Some(v);
         }
     }
     s
@@ -189,14 +199,15 @@ pub(crate) fn push_status(
 ) {
     let g = |name: &str, unit, description: &'static str, value: f64| gauge(name, unit, "mysql", description, value);
     counters.begin(now, s.get("Uptime"));
-    let mut deltas: HashMap<&str, u64> = HashMap::new();
-    for (metric, var, unit, description, qcache) in RATES {
+    // Changes of this interval, in the order of RATES.
+    let mut deltas = [None; RATES.len()];
+    for (i, (metric, var, unit, description, qcache)) in RATES.into_iter().enumerate() {
         if qcache && !v.query_cache {
             continue;
         }
-        let Some(n) = s.get(var) else { continue };
+        let Some(n) = s.values[i] else { continue };
         if let Some(d) = counters.delta(var, n) {
-            deltas.insert(var, d);
+            deltas[i] = Some(d);
             if let Some(r) = counters.per_sec(d) {
                 out.push(g(metric, unit, description, r));
             }
@@ -217,13 +228,13 @@ pub(crate) fn push_status(
         if let Some(n) = s.get("Qcache_free_memory") {
             out.push(g("mysql_qcache_free_memory", "bytes", "Free query cache memory.", n as f64));
         }
-        let hits = deltas.get("Qcache_hits").copied();
-        let lookups = hits.zip(deltas.get("Qcache_inserts")).map(|(h, i)| h.saturating_add(*i));
+        let hits = rate_delta(&deltas, "Qcache_hits");
+        let lookups = hits.zip(rate_delta(&deltas, "Qcache_inserts")).map(|(h, i)| h.saturating_add(i));
         if let Some(p) = ratio(hits, lookups) {
             out.push(g("mysql_qcache_hit_pct", "%", "Query cache hits / (hits + inserts) over the interval.", p));
         }
     }
-    let d = |var: &str| deltas.get(var).copied();
+    let d = |var: &str| rate_delta(&deltas, var);
     let ratios = [
         (
             "mysql_key_miss_pct",
@@ -281,6 +292,11 @@ pub(crate) fn push_status(
             out.push(g("mysql_replica_lag", "s", "How far the replica is behind its source.", lag as f64));
         }
     }
+}
+
+/// This interval's change of the [`RATES`] counter `var`, if it has one.
+fn rate_delta(deltas: &[Option<u64>; RATES.len()], var: &str) -> Option<u64> {
+    deltas[RATES.iter().position(|r| r.1 == var)?]
 }
 
 /// Unit of a counter whose rate has unit `rate_unit` (`queries/sec` → `queries`).
@@ -538,7 +554,8 @@ mod tests {
             ("Key_reads", 5),
             ("Innodb_buffer_pool_read_requests", 200),
         ] {
-            *later.values.get_mut(k).unwrap() += add;
+            let i = status_index(k).unwrap();
+            later.values[i] = Some(later.values[i].unwrap() + add);
         }
         out.clear();
         push_status(&mut out, &later, &v, None, &mut counters, t0 + Duration::from_secs(10));
@@ -620,7 +637,7 @@ mod tests {
             for (k, v) in &values {
                 prop_assert_eq!(s.get(k), Some(*v));
             }
-            prop_assert_eq!(s.values.len(), values.len());
+            prop_assert_eq!(s.len(), values.len());
         }
 
         #[test]

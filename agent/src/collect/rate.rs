@@ -23,7 +23,6 @@
 //! passed (with two seconds of slack for whole-second uptimes), the server restarted
 //! in between and the interval gives no rates at all.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 /// One more than the largest 32-bit counter value.
@@ -58,8 +57,10 @@ const UPTIME_SLACK_SECS: f64 = 2.0;
 /// [`rate`](Self::rate) for each counter of this collection.
 #[derive(Debug, Default)]
 pub(crate) struct ServerCounters {
-    prev: HashMap<&'static str, u64>,
-    cur: HashMap<&'static str, u64>,
+    /// Counter name and value, a handful each: a list searched from the front costs
+    /// less than hashing every name on every collection.
+    prev: Vec<(&'static str, u64)>,
+    cur: Vec<(&'static str, u64)>,
     prev_at: Option<Instant>,
     prev_uptime: Option<u64>,
     /// Seconds since the previous collection, when rates can be computed this time.
@@ -90,9 +91,13 @@ impl ServerCounters {
     /// Records counter `name` and returns its change since the previous collection,
     /// under the delta rule; `None` on the first collection or after a restart.
     pub(crate) fn delta(&mut self, name: &'static str, value: u64) -> Option<u64> {
-        self.cur.insert(name, value);
+        match self.cur.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.cur.push((name, value)),
+        }
         self.secs?;
-        delta(*self.prev.get(name)?, value)
+        let prev = self.prev.iter().find(|(n, _)| *n == name)?.1;
+        delta(prev, value)
     }
 
     /// Like [`delta`](Self::delta), per second.
