@@ -6,10 +6,12 @@
 //! that ask for it (each ack covers everything before): the first of a session, one
 //! at least every `ack_interval`, the last of a replay and one whenever half the window
 //! is out. On a quiet host that is one ack a minute instead of one per batch, and an
-//! ack with its TCP segments was as many bytes on the wire as a batch. Any failure ends the session; the
-//! task waits with exponential backoff and jitter and starts a new one, which resumes
-//! from the collector's acknowledged position, so nothing is skipped or sent twice
-//! unless a collector died before its ack reached us.
+//! ack with its TCP segments was as many bytes on the wire as a batch.
+//!
+//! Any failure ends the session; the task waits with exponential backoff and jitter
+//! and starts a new one, which resumes from the collector's acknowledged position: no
+//! batch is skipped, and those sent but not yet acknowledged are sent again (a
+//! collector that still knows the run counts them as duplicates and keeps one copy).
 
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
