@@ -362,12 +362,26 @@ mod tests {
         )
     }
 
+    /// A batch of `values` with nothing else in it, as an agent's seq 1 of a run.
+    fn batch(values: Vec<(u32, f64)>) -> Batch {
+        Batch {
+            run: 1 << 60,
+            seq: 1,
+            time_ms: 1_700_000_000_000,
+            defs: vec![],
+            facts: None,
+            values,
+            gone: vec![],
+            ack: false,
+        }
+    }
+
     proptest! {
         #[test]
         fn batch_round_trips(seq: u64, time_ms: i64,
                              defs in proptest::collection::vec(meta(), 0..4),
                              values in proptest::collection::vec((any::<u32>(), -1e12f64..1e12), 0..200)) {
-            let b = Batch { run: 7, seq, time_ms, defs, facts: None, values, gone: vec![], ack: false };
+            let b = Batch { run: 7, seq, time_ms, defs, ..batch(values) };
             let back: Batch = decode(&encode(&b).unwrap()).unwrap();
             prop_assert_eq!(back, b);
         }
@@ -375,7 +389,7 @@ mod tests {
         #[test]
         fn any_value_round_trips_bit_for_bit(v: f64, bits: u64) {
             for v in [v, f64::from_bits(bits), v.round(), f64::from(v as f32)] {
-                let b = Batch { run: 1, seq: 1, time_ms: 0, defs: vec![], facts: None, values: vec![(3, v)], gone: vec![], ack: true };
+                let b = Batch { ack: true, ..batch(vec![(3, v)]) };
                 let back: Batch = decode(&encode(&b).unwrap()).unwrap();
                 prop_assert_eq!(back.values[0].1.to_bits(), v.to_bits(), "{}", v);
             }
@@ -390,8 +404,7 @@ mod tests {
             let mut receiver = Previous::default();
             let (mut seq, mut time_ms) = (start_seq, t0);
             for (values, step, dt, ack) in &batches {
-                let full = Batch { run, seq, time_ms, defs: vec![], facts: None,
-                                   values: values.iter().map(|(k, v)| (*k, *v)).collect(), gone: vec![], ack: *ack };
+                let full = Batch { run, seq, time_ms, ack: *ack, ..batch(values.iter().map(|(k, v)| (*k, *v)).collect()) };
                 let sent = sender.delta(&full);
                 sender.remember(&full);
                 let mut got: Batch = decode(&encode(&sent).unwrap()).unwrap();
@@ -404,9 +417,8 @@ mod tests {
 
         #[test]
         fn a_quiet_batch_after_the_first_is_a_few_bytes(run: u64, seq in 1u64..1 << 40) {
-            let full = |seq: u64, t: i64| Batch { run, seq, time_ms: 1_700_000_000_000 + t, defs: vec![], facts: None,
-                                                  values: (0..70).map(|i| (i, f64::from(i) * 1.5)).collect(),
-                                                  gone: vec![], ack: false };
+            let full = |seq: u64, t: i64| Batch { run, seq, time_ms: 1_700_000_000_000 + t,
+                                                  ..batch((0..70).map(|i| (i, f64::from(i) * 1.5)).collect()) };
             let mut sender = Previous::default();
             sender.remember(&full(seq, 0));
             let next = encode(&sender.delta(&full(seq + 1, 15_000))).unwrap();
@@ -438,16 +450,7 @@ mod tests {
     #[test]
     fn sample_costs_about_ten_bytes() {
         let values: Vec<(u32, f64)> = (0..100).map(|i| (i, i as f64 * 1.37)).collect();
-        let b = Batch {
-            run: 1 << 60,
-            seq: 1,
-            time_ms: 1_700_000_000_000,
-            defs: vec![],
-            facts: None,
-            values,
-            gone: vec![],
-            ack: false,
-        };
+        let b = batch(values);
         let len = encode(&b).unwrap().len();
         // Id and a 64-bit float: 10 bytes.
         assert!(len <= 100 * 10 + 40, "{len} bytes for 100 samples");
@@ -457,16 +460,7 @@ mod tests {
     fn integral_and_single_precision_values_are_short() {
         let values: Vec<(u32, f64)> =
             (0..100).map(|i| (i, if i % 2 == 0 { f64::from(i * 1000) } else { 0.25 })).collect();
-        let b = Batch {
-            run: 1 << 60,
-            seq: 1,
-            time_ms: 1_700_000_000_000,
-            defs: vec![],
-            facts: None,
-            values,
-            gone: vec![],
-            ack: false,
-        };
+        let b = batch(values);
         let len = encode(&b).unwrap().len();
         // Id and a value of at most 5 bytes (u32 or f32): 6 bytes, not 10.
         assert!(len <= 100 * 6 + 40, "{len} bytes for 100 short samples");

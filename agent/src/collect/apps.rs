@@ -153,6 +153,14 @@ struct Slot {
     offload: u32,
 }
 
+impl Slot {
+    /// Collected on the runtime thread this time: idle, and not moved to the blocking
+    /// pool for being slow.
+    fn inline(&self) -> bool {
+        self.running.is_none() && self.offload == 0
+    }
+}
+
 /// The configured application sources.
 pub struct AppSet {
     slots: Vec<Slot>,
@@ -206,13 +214,13 @@ impl AppSet {
         let in_flight: Vec<bool> = self
             .slots
             .iter_mut()
-            .map(|slot| slot.running.is_none() && slot.offload == 0 && slot.source.as_mut().is_some_and(|s| s.begin()))
+            .map(|slot| slot.inline() && slot.source.as_mut().is_some_and(|s| s.begin()))
             .collect();
         let n = self.slots.len();
         let order = (0..n).filter(|&i| !in_flight[i]).chain((0..n).filter(|&i| in_flight[i]));
         for i in order {
             let slot = &mut self.slots[i];
-            if slot.running.is_none() && slot.offload == 0 {
+            if slot.inline() {
                 if let Some(source) = slot.source.as_mut() {
                     let began = Instant::now();
                     let mut readings = Vec::new();

@@ -35,6 +35,14 @@ impl Client {
         cl
     }
 
+    /// A connection whose hello for `host` (signed with the cluster key) is sent.
+    fn session(c: &Collector, host: &str) -> Client {
+        let mut cl = Client::connect(c);
+        let h = cl.hello(host, KEY.as_bytes());
+        cl.send(&h);
+        cl
+    }
+
     /// Next frame, or `None` when the collector closed the connection.
     fn read(&mut self) -> Option<Frame> {
         loop {
@@ -126,9 +134,7 @@ fn wrong_key_and_replayed_frames_are_rejected_and_counted() {
     let c = Collector::start(dir.path(), "");
 
     // A good session that keeps its connection open through all of the following.
-    let mut good = Client::connect(&c);
-    let h = good.hello("good", KEY.as_bytes());
-    good.send(&h);
+    let mut good = Client::session(&c, "good");
     let b1 = good.batch(1, vec![(0, 1.0)]);
     good.send(&b1);
     assert_eq!(good.read().expect("ack").kind, Kind::Ack);
@@ -152,9 +158,7 @@ fn wrong_key_and_replayed_frames_are_rejected_and_counted() {
     assert_eq!(replay.refusal().as_deref(), Some("replayed"));
 
     // A batch played twice on the same connection ends that connection.
-    let mut twice = Client::connect(&c);
-    let h = twice.hello("twice", KEY.as_bytes());
-    twice.send(&h);
+    let mut twice = Client::session(&c, "twice");
     let b = twice.batch(1, vec![(0, 5.0)]);
     twice.send(&b);
     assert_eq!(twice.read().expect("ack").kind, Kind::Ack);
@@ -173,9 +177,7 @@ fn wrong_key_and_replayed_frames_are_rejected_and_counted() {
 fn bad_input_is_refused_counted_and_nothing_accepted_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(dir.path(), "");
-    let mut good = Client::connect(&c);
-    let h = good.hello("keeper", KEY.as_bytes());
-    good.send(&h);
+    let mut good = Client::session(&c, "keeper");
     let b = good.batch(1, vec![(0, 42.0)]);
     good.send(&b);
     assert_eq!(good.read().unwrap().kind, Kind::Ack);
@@ -246,9 +248,7 @@ fn bad_input_is_refused_counted_and_nothing_accepted_is_lost() {
     assert!(!log.contains('\x1b'), "a control character reached the log");
     assert_eq!(value_of(&c, "keeper"), Some(42.0), "an accepted value was lost");
     // Still serving new agents.
-    let mut late = Client::connect(&c);
-    let h = late.hello("late", KEY.as_bytes());
-    late.send(&h);
+    let mut late = Client::session(&c, "late");
     let b = late.batch(1, vec![(0, 7.0)]);
     late.send(&b);
     assert_eq!(late.read().unwrap().kind, Kind::Ack);
@@ -264,9 +264,7 @@ fn metric_time(c: &Collector, host: &str) -> Option<i64> {
 fn unchanged_values_are_carried_forward_until_gone() {
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(dir.path(), "");
-    let mut a = Client::connect(&c);
-    let h = a.hello("delta", KEY.as_bytes());
-    a.send(&h);
+    let mut a = Client::session(&c, "delta");
     let b = a.batch(1, vec![(0, 5.0)]);
     a.send(&b);
     assert_eq!(a.read().unwrap().kind, Kind::Ack);
@@ -289,9 +287,7 @@ fn unchanged_values_are_carried_forward_until_gone() {
     assert_eq!(metric_time(&c, "delta"), Some(t2), "a gone metric was carried");
 
     // A new connection starts from nothing: its first batch is complete by rule.
-    let mut b2 = Client::connect(&c);
-    let h = b2.hello("delta", KEY.as_bytes());
-    b2.send(&h);
+    let mut b2 = Client::session(&c, "delta");
     let bytes = b2.batch(4, vec![]);
     b2.send(&bytes);
     assert_eq!(b2.read().unwrap().kind, Kind::Ack);
@@ -302,9 +298,7 @@ fn unchanged_values_are_carried_forward_until_gone() {
 fn only_batches_that_ask_are_acked_and_the_ack_covers_the_ones_before() {
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(dir.path(), "");
-    let mut a = Client::connect(&c);
-    let h = a.hello("quiet", KEY.as_bytes());
-    a.send(&h);
+    let mut a = Client::session(&c, "quiet");
     for seq in 1..=3 {
         let b = a.batch_with(seq, vec![(0, seq as f64)], vec![], false);
         a.send(&b);
