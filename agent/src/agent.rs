@@ -108,17 +108,19 @@ impl Shared {
     }
 
     /// The next batch for collector `idx`, if the window allows; advances `next`.
-    pub fn next_to_send(&self, idx: usize, next: &mut u64) -> Option<(u64, Payload)> {
+    pub fn next_to_send(&self, idx: usize, next: &mut u64) -> Option<ToSend> {
         let mut s = lock(&self.spool);
         loop {
             *next = (*next).max(s.first_seq());
-            if *next >= s.next_seq() || *next > s.acked(idx) + WINDOW {
+            let acked = s.acked(idx);
+            if *next >= s.next_seq() || *next > acked + WINDOW {
                 return None;
             }
             let seq = *next;
             *next += 1;
-            if let Some(p) = s.get(seq) {
-                return Some((seq, p));
+            if let Some(payload) = s.get(seq) {
+                let last_for_now = *next >= s.next_seq() || *next > acked + WINDOW;
+                return Some(ToSend { seq, payload, acked, last_for_now });
             }
         }
     }
@@ -130,6 +132,16 @@ impl Shared {
     pub fn spool_stats(&self) -> SpoolStats {
         lock(&self.spool).stats()
     }
+}
+
+/// A batch for one collector, from [`Shared::next_to_send`].
+pub struct ToSend {
+    pub seq: u64,
+    pub payload: Payload,
+    /// The collector's acknowledged position when the batch was taken.
+    pub acked: u64,
+    /// Nothing can be sent after this batch until more is collected or acknowledged.
+    pub last_for_now: bool,
 }
 
 /// A running agent: its counters and the way to stop it.

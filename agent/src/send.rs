@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Shared;
+use crate::agent::{Shared, ToSend};
 
 /// Batches sent ahead of the collector's acks.
 pub const WINDOW: u64 = 64;
@@ -131,7 +131,7 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
         }
         // Send what the window allows.
         let mut burst = 0u32;
-        while let Some((seq, payload)) = shared.next_to_send(idx, &mut next) {
+        while let Some(ToSend { seq, payload, acked, last_for_now }) = shared.next_to_send(idx, &mut next) {
             let mut batch = match msg::decode::<Batch>(&payload) {
                 Ok(b) => b,
                 Err(e) => {
@@ -141,8 +141,6 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
                 }
             };
             burst += 1;
-            let acked = shared.spool_acked(idx);
-            let last_for_now = !shared.has_unsent(next) || next > acked + WINDOW;
             batch.ack =
                 wants_ack(seq.saturating_sub(acked), last_for_now, burst, asked_at.map(|t| t.elapsed()), ack_every);
             let payload = match msg::encode(&sent.delta(&batch)) {
