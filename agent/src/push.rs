@@ -228,7 +228,7 @@ impl CustomMetrics {
             let fresh = e.desc.kind == MetricKind::Gauge && now.saturating_duration_since(e.pushed) < e.tmax;
             if !e.sent || fresh {
                 e.sent = true;
-                out.push(Reading { name: name.clone(), desc: e.desc.clone(), value: e.value });
+                out.push(Reading { name: name.clone().into(), desc: e.desc.clone(), value: e.value });
             }
         }
     }
@@ -465,7 +465,7 @@ mod tests {
         let names = |m: &mut CustomMetrics, at: u64| {
             let mut out = Vec::new();
             m.take(t0 + Duration::from_secs(at), &mut out);
-            let mut n: Vec<String> = out.into_iter().map(|r| r.name).collect();
+            let mut n: Vec<String> = out.into_iter().map(|r| r.name.into_owned()).collect();
             n.sort();
             n
         };

@@ -34,19 +34,19 @@ impl Registry {
             if !r.value.is_finite() {
                 continue;
             }
-            let id = match self.ids.get(&r.name) {
+            let id = match self.ids.get(r.name.as_ref()) {
                 Some(id) => *id,
                 None => {
                     let id = u32::try_from(self.metas.len()).unwrap_or(u32::MAX);
                     let meta = MetricMeta {
                         id,
-                        name: r.name.clone(),
+                        name: r.name.clone().into_owned(),
                         unit: r.desc.unit.clone().into_owned(),
                         kind: r.desc.kind,
                         group: r.desc.group.clone().into_owned(),
                         description: r.desc.description.clone().into_owned(),
                     };
-                    self.ids.insert(r.name.clone(), id);
+                    self.ids.insert(meta.name.clone(), id);
                     defs.push(meta.clone());
                     self.metas.push(meta);
                     id

@@ -24,19 +24,19 @@ use crate::config::ApacheConfig;
 const MAX_PAGE_BYTES: u64 = 1 << 20;
 
 /// The scoreboard's states, in the order of [`Scoreboard::counts`]: the character
-/// mod_status prints, the metric suffix and what it means.
+/// mod_status prints, the metric and what it means.
 pub const SCOREBOARD_STATES: [(u8, &str, &str); 11] = [
-    (b'_', "waiting", "Workers waiting for a connection."),
-    (b'S', "starting", "Workers starting up."),
-    (b'R', "reading", "Workers reading a request."),
-    (b'W', "sending", "Workers sending a reply."),
-    (b'K', "keepalive", "Workers in keep-alive, waiting for the next request."),
-    (b'D', "dns", "Workers doing a DNS lookup."),
-    (b'C', "closing", "Workers closing a connection."),
-    (b'L', "logging", "Workers writing to a log."),
-    (b'G', "graceful", "Workers finishing a request during a graceful restart."),
-    (b'I', "idle_cleanup", "Workers being cleaned up after being idle."),
-    (b'.', "open", "Open slots with no process (room to grow up to the limit)."),
+    (b'_', "apache_sb_waiting", "Workers waiting for a connection."),
+    (b'S', "apache_sb_starting", "Workers starting up."),
+    (b'R', "apache_sb_reading", "Workers reading a request."),
+    (b'W', "apache_sb_sending", "Workers sending a reply."),
+    (b'K', "apache_sb_keepalive", "Workers in keep-alive, waiting for the next request."),
+    (b'D', "apache_sb_dns", "Workers doing a DNS lookup."),
+    (b'C', "apache_sb_closing", "Workers closing a connection."),
+    (b'L', "apache_sb_logging", "Workers writing to a log."),
+    (b'G', "apache_sb_graceful", "Workers finishing a request during a graceful restart."),
+    (b'I', "apache_sb_idle_cleanup", "Workers being cleaned up after being idle."),
+    (b'.', "apache_sb_open", "Open slots with no process (room to grow up to the limit)."),
 ];
 
 /// Worker slots counted by state.
@@ -115,7 +115,9 @@ pub(crate) fn push_status(
     now: Instant,
     max_workers: Option<u32>,
 ) {
-    let g = |name: &str, unit, description: &'static str, value: f64| gauge(name, unit, "apache", description, value);
+    let g = |name: &'static str, unit, description: &'static str, value: f64| {
+        gauge(name, unit, "apache", description, value)
+    };
     counters.begin(now, s.uptime_secs);
     if let Some(n) = s.total_accesses {
         if let Some(r) = counters.rate("accesses", n) {
@@ -154,8 +156,8 @@ pub(crate) fn push_status(
         ));
     }
     if let Some(sb) = &s.scoreboard {
-        for ((_, suffix, description), count) in SCOREBOARD_STATES.iter().zip(sb.counts) {
-            out.push(g(&format!("apache_sb_{suffix}"), "workers", description, f64::from(count)));
+        for ((_, name, description), count) in SCOREBOARD_STATES.iter().zip(sb.counts) {
+            out.push(g(name, "workers", description, f64::from(count)));
         }
     }
     if let Some(p) = s.processes {

@@ -314,7 +314,7 @@ pub(crate) fn readings(cfg: &ExecConfig, run: &Run, out: &mut Vec<Reading>) -> R
     for v in parsed.values {
         let Some(name) = metric_name(&cfg.name, &v.label) else { continue };
         let reading = Reading {
-            name: name.clone(),
+            name: name.clone().into(),
             desc: Desc {
                 unit: v.unit.into(),
                 group: group.clone(),

@@ -83,8 +83,9 @@ pub fn parse_stats(text: &str) -> Result<MemcachedStats, ParseError> {
 
 /// Turns one `stats` answer into readings; `counters` holds the previous one.
 pub(crate) fn push_stats(out: &mut Vec<Reading>, s: &MemcachedStats, counters: &mut ServerCounters, now: Instant) {
-    let g =
-        |name: &str, unit, description: &'static str, value: f64| gauge(name, unit, "memcached", description, value);
+    let g = |name: &'static str, unit, description: &'static str, value: f64| {
+        gauge(name, unit, "memcached", description, value)
+    };
     counters.begin(now, s.uptime);
     let rates = [
         ("memcached_get_hits", "get_hits", s.get_hits, "gets/sec", "Gets that found their key."),

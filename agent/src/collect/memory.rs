@@ -104,7 +104,7 @@ mod tests {
         let m = parse_meminfo("MemTotal: 100 kB\nMemFree: 50 kB\nCached: 10 kB\n").unwrap();
         let mut out = Vec::new();
         push_meminfo(&mut out, &m);
-        let names: Vec<_> = out.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = out.iter().map(|r| r.name.as_ref()).collect();
         assert_eq!(names, ["mem_total", "mem_free", "mem_cached"]);
         assert!(parse_meminfo("MemFree: 50 kB\n").is_err());
     }

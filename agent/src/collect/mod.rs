@@ -68,7 +68,9 @@ pub struct Desc {
 /// One value of one metric from one collection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
-    pub name: String,
+    /// Borrowed for the fixed names (most of them), so a collection allocates only for
+    /// names built from a device, mount or server.
+    pub name: Cow<'static, str>,
     pub desc: Desc,
     pub value: f64,
 }
@@ -450,7 +452,7 @@ fn read_parse<T>(
 
 /// A gauge reading.
 pub(crate) fn gauge(
-    name: impl Into<String>,
+    name: impl Into<Cow<'static, str>>,
     unit: &'static str,
     group: &'static str,
     description: impl Into<Cow<'static, str>>,
@@ -471,7 +473,7 @@ pub(crate) fn gauge(
 /// A server's counter as read (kind [`MetricKind::Counter`]), sent beside the rate the
 /// agent computes from it so a collector can check or recompute that rate.
 pub(crate) fn counter(
-    name: impl Into<String>,
+    name: impl Into<Cow<'static, str>>,
     unit: &'static str,
     group: &'static str,
     description: &'static str,
@@ -491,7 +493,7 @@ pub fn render_table(readings: &[Reading]) -> String {
         .map(|r| {
             [
                 r.desc.group.as_ref().into(),
-                r.name.as_str().into(),
+                r.name.as_ref().into(),
                 format_value(r.value).into(),
                 r.desc.unit.as_ref().into(),
             ]
@@ -616,7 +618,7 @@ pub(crate) mod tests {
         };
         let mut c = HostCollector::new(cfg);
         let out = c.collect(Instant::now());
-        let names: Vec<_> = out.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<_> = out.iter().map(|r| r.name.as_ref()).collect();
         assert_eq!(names, ["load_one", "load_five", "load_fifteen", "proc_run", "proc_total"]);
         assert!(c.failing[Source::MemInfo as usize] && c.failing[Source::Stat as usize]);
         // A second failure is not logged as a warning again, and recovery is noticed.
