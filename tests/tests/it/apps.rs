@@ -276,6 +276,62 @@ fn mariadb_counters_follow_known_queries_and_agree_with_mysqladmin() {
     assert!(rec.count("mysql_replica_lag") == 0, "not a replica");
 }
 
+/// The agent logs in again every 60 collections, which frees the client library's
+/// buffers (they grow by about a kilobyte resident per collection otherwise); the old
+/// session is closed, not left behind, and no collection fails over the change.
+#[test]
+fn mariadb_connection_is_renewed_every_60_collections_and_no_collection_fails() {
+    let db = Peer::mariadb();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), "");
+    let socket = db.socket.clone().unwrap();
+    let agent = agent_with(
+        dir.path(),
+        &c,
+        "apps-mariadb-renew",
+        &format!(
+            "[mysql]\nsocket = \"{}\"\nuser = \"{MYSQL_USER}\"\npassword = \"{MYSQL_PASSWORD}\"\n",
+            socket.display()
+        ),
+    );
+    let procs = [&agent.proc, &db.proc, &c.proc];
+    let sessions = || -> Vec<String> {
+        let out =
+            db.sql(&format!("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{MYSQL_USER}' ORDER BY ID"));
+        out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    };
+    let mut rec = Recorder::new("apps-mariadb-renew");
+    rec.until(&c, &procs, Duration::from_secs(20), "MariaDB up", |r| r.last("mysql_up") == Some(1.0));
+    let first = sessions();
+    assert_eq!(first.len(), 1, "one session of the agent: {first:?}");
+    let since = Instant::now();
+    let mut now = first.clone();
+    while now == first {
+        assert!(since.elapsed() < Duration::from_secs(90), "no new session after 90 collections: {now:?}");
+        std::thread::sleep(Duration::from_millis(500));
+        rec.poll(&c);
+        now = sessions();
+    }
+    // Collections are a second apart; the first may have been up to a second before.
+    let after = since.elapsed();
+    assert!(after >= Duration::from_secs(50), "renewed after {after:?}, expected after 60 collections");
+    // The old session may take a moment to end on the server's side.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while now.len() != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        now = sessions();
+    }
+    assert_eq!(now.len(), 1, "the old session was closed: {now:?}");
+    assert_ne!(now, first);
+    rec.until(&c, &procs, Duration::from_secs(5), "a sample over the new session", |r| {
+        r.series("mysql_up").last().is_some_and(|p| p.1 == 1.0)
+    });
+    let ups = rec.series("mysql_up");
+    assert!(ups.iter().all(|p| p.1 == 1.0), "mysql_up went to 0 around the change: {ups:?}");
+    let log = agent.log();
+    assert!(!log.contains("source is down"), "a collection failed around the change:\n{log}");
+}
+
 #[test]
 fn mariadb_replica_reports_its_lag_and_a_user_without_the_grant_gets_the_rest() {
     let source = Peer::mariadb_with(&["--log-bin={dir}/binlog", "--server-id=1"]);
