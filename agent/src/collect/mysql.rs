@@ -20,7 +20,8 @@
 //! connect and then every [`REREAD_EVERY`] collections, which keeps a collection to
 //! one round trip. The queries need no privilege except the replica status, which
 //! needs `REPLICATION CLIENT` (MySQL) or `SLAVE MONITOR` (MariaDB 10.5 and later);
-//! without it the replica metrics are left out and the rest is reported. `docs/METRICS.md` has the GRANT.
+//! without it the replica metrics are left out and the rest is reported.
+//! `docs/METRICS.md` has the GRANT.
 
 use std::time::{Duration, Instant};
 
