@@ -87,6 +87,13 @@ fn agent_with(dir: &std::path::Path, c: &Collector, host: &str, extra: &str) -> 
     Agent::start(dir, host, &[&c.ingest], 1, extra)
 }
 
+/// The agent's `[mysql]` section for the harness's monitoring user, through the
+/// server's Unix socket.
+fn mysql_over_socket(db: &Peer) -> String {
+    let socket = db.socket.as_ref().expect("a MariaDB peer has a socket");
+    format!("[mysql]\nsocket = \"{}\"\nuser = \"{MYSQL_USER}\"\npassword = \"{MYSQL_PASSWORD}\"\n", socket.display())
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -185,16 +192,7 @@ fn mariadb_counters_follow_known_queries_and_agree_with_mysqladmin() {
     let db = Peer::mariadb();
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(dir.path(), "");
-    let socket = db.socket.clone().unwrap();
-    let agent = agent_with(
-        dir.path(),
-        &c,
-        "apps-mariadb",
-        &format!(
-            "[mysql]\nsocket = \"{}\"\nuser = \"{MYSQL_USER}\"\npassword = \"{MYSQL_PASSWORD}\"\n",
-            socket.display()
-        ),
-    );
+    let agent = agent_with(dir.path(), &c, "apps-mariadb", &mysql_over_socket(&db));
     let procs = [&agent.proc, &db.proc, &c.proc];
     let mut rec = Recorder::new("apps-mariadb");
     rec.until(&c, &procs, Duration::from_secs(20), "two MariaDB samples", |r| {
@@ -284,16 +282,7 @@ fn mariadb_connection_is_renewed_every_60_collections_and_no_collection_fails() 
     let db = Peer::mariadb();
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(dir.path(), "");
-    let socket = db.socket.clone().unwrap();
-    let agent = agent_with(
-        dir.path(),
-        &c,
-        "apps-mariadb-renew",
-        &format!(
-            "[mysql]\nsocket = \"{}\"\nuser = \"{MYSQL_USER}\"\npassword = \"{MYSQL_PASSWORD}\"\n",
-            socket.display()
-        ),
-    );
+    let agent = agent_with(dir.path(), &c, "apps-mariadb-renew", &mysql_over_socket(&db));
     let procs = [&agent.proc, &db.proc, &c.proc];
     let sessions = || -> Vec<String> {
         let out =
