@@ -227,7 +227,7 @@ impl Acks<'_> {
             let r: Refusal = msg::decode(&f.payload).map_err(|e| SendError::Protocol(e.to_string()))?;
             return Err(SendError::Refused { reason: r.reason, message: r.message });
         }
-        if !f.belongs_to(&self.nonce) || f.verify(self.key, &self.nonce).is_err() {
+        if f.verify(self.key, &self.nonce).is_err() {
             return Err(SendError::Protocol("collector frame failed authentication".into()));
         }
         if f.counter != self.recv_counter {
@@ -424,7 +424,7 @@ pub async fn one_shot(addr: &str, key: &[u8], hello: &Hello, batch: &Batch) -> R
         let r: Refusal = msg::decode(&f.payload).map_err(protocol)?;
         return Err(SendError::Refused { reason: r.reason, message: r.message });
     }
-    if f.kind != Kind::Ack || !f.belongs_to(&nonce) || f.verify(key, &nonce).is_err() {
+    if f.kind != Kind::Ack || f.verify(key, &nonce).is_err() {
         return Err(SendError::Protocol("no authentic ack from the collector".into()));
     }
     let ack: Ack = msg::decode(&f.payload).map_err(protocol)?;

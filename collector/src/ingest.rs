@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ganglion_proto::frame::{self, Frame, FrameError, Kind, Nonce};
+use ganglion_proto::frame::{self, AuthError, Frame, FrameError, Kind, Nonce};
 use ganglion_proto::io::{FrameReader, ReadError};
 use ganglion_proto::msg::{self, Ack, Batch, Challenge, Hello, Previous, Refusal};
 use ganglion_proto::name::{self, NameKind};
@@ -127,11 +127,12 @@ impl Session {
 
     /// The checks every agent frame after the hello must pass.
     fn check(&mut self, f: &Frame) -> Result<(), Stop> {
-        if !f.belongs_to(&self.nonce) {
-            return Err(Stop(Reason::Replayed, "frame belongs to another connection".into()));
-        }
-        if f.verify(&self.key, &self.nonce).is_err() {
-            return Err(Stop(Reason::BadTag, "authentication tag does not match the cluster key".into()));
+        match f.verify(&self.key, &self.nonce) {
+            Ok(()) => {}
+            Err(AuthError::OtherSession) => {
+                return Err(Stop(Reason::Replayed, "frame belongs to another connection".into()));
+            }
+            Err(_) => return Err(Stop(Reason::BadTag, "authentication tag does not match the cluster key".into())),
         }
         if f.counter != self.recv_counter {
             return Err(Stop(

@@ -92,6 +92,9 @@ pub enum FrameError {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthError {
+    /// The frame names another connection's session: recorded elsewhere, or forged.
+    #[error("frame belongs to another connection")]
+    OtherSession,
     /// The tag does not match: wrong key, or bytes changed in flight.
     #[error("authentication tag does not match")]
     BadTag,
@@ -115,12 +118,17 @@ impl Frame {
         self.session == session_of(nonce)
     }
 
-    /// Checks the tag against `key` and the connection's `nonce` in constant time.
+    /// Checks that the frame names this connection ([`belongs_to`](Self::belongs_to))
+    /// and its tag against `key` and the connection's `nonce`, in constant time.
     ///
     /// # Errors
-    /// [`AuthError::BadTag`] when the frame was not sealed with `key` for this
-    /// connection, or was altered.
+    /// [`AuthError::OtherSession`] when the frame names another connection;
+    /// [`AuthError::BadTag`] when it was not sealed with `key` for this connection, or
+    /// was altered.
     pub fn verify(&self, key: &[u8], nonce: &Nonce) -> Result<(), AuthError> {
+        if !self.belongs_to(nonce) {
+            return Err(AuthError::OtherSession);
+        }
         let mut mac = mac_over(key, self.kind, self.counter, nonce);
         mac.update(&self.payload);
         mac.verify_truncated_left(&self.tag).map_err(|_| AuthError::BadTag)
@@ -247,6 +255,7 @@ mod tests {
         assert_eq!(f.verify(b"right", &other), Err(AuthError::BadTag), "the tag covers the whole nonce");
         other[0] ^= 1;
         assert!(!f.belongs_to(&other));
+        assert_eq!(f.verify(b"right", &other), Err(AuthError::OtherSession));
         let mut changed = f.clone();
         changed.payload[0] ^= 1;
         assert_eq!(changed.verify(b"right", &nonce), Err(AuthError::BadTag));
