@@ -97,10 +97,7 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
         .await
         .map_err(|_| SendError::Idle(CONNECT_TIMEOUT))??
         .ok_or(SendError::Closed)?;
-    if first.kind != Kind::Challenge {
-        return Err(SendError::Protocol(format!("expected a challenge, got {:?}", first.kind)));
-    }
-    let challenge: Challenge = msg::decode(&first.payload).map_err(|e| SendError::Protocol(e.to_string()))?;
+    let challenge = challenge(&first)?;
     let nonce = challenge.nonce;
     let max_frame = (challenge.max_frame_bytes as usize).min(frame::DEFAULT_MAX_FRAME_BYTES);
 
@@ -194,6 +191,14 @@ async fn session(idx: usize, addr: &str, shared: &Arc<Shared>, shutdown: &Cancel
             }
         }
     }
+}
+
+/// The collector's first frame of a connection, which must be its challenge.
+fn challenge(first: &Frame) -> Result<Challenge, SendError> {
+    if first.kind != Kind::Challenge {
+        return Err(SendError::Protocol(format!("expected a challenge, got {:?}", first.kind)));
+    }
+    msg::decode(&first.payload).map_err(|e| SendError::Protocol(e.to_string()))
 }
 
 /// Whether a batch asks the collector for an ack. `out` counts the batches sent and not
@@ -411,11 +416,7 @@ pub async fn one_shot(addr: &str, key: &[u8], hello: &Hello, batch: &Batch) -> R
         .map_err(SendError::Connect)?;
     let (rd, mut wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, frame::DEFAULT_MAX_FRAME_BYTES);
-    let first = next_frame(&mut reader).await?;
-    if first.kind != Kind::Challenge {
-        return Err(SendError::Protocol(format!("expected a challenge, got {:?}", first.kind)));
-    }
-    let nonce = msg::decode::<Challenge>(&first.payload).map_err(protocol)?.nonce;
+    let nonce = challenge(&next_frame(&mut reader).await?)?.nonce;
     let batch = Batch { ack: true, ..batch.clone() };
     wr.write_all(&frame::seal(Kind::Hello, 0, &nonce, Some(key), &msg::encode(hello).map_err(protocol)?)).await?;
     wr.write_all(&frame::seal(Kind::Batch, 1, &nonce, Some(key), &msg::encode(&batch).map_err(protocol)?)).await?;
