@@ -76,6 +76,10 @@ pub struct RawApache {
     pub max_workers: Option<u32>,
     /// Longest one status request may take. Default 5 s (at most the interval).
     pub timeout_secs: Option<u64>,
+    /// Seconds between two collections of this source: a whole multiple of the agent's
+    /// `interval_secs`. Default: every interval. (Ganglia's own modules poll Apache
+    /// every 30 s and MySQL every 60 s.)
+    pub interval_secs: Option<u64>,
 }
 
 /// `[mysql]`: a client connection to MySQL or MariaDB with a read-only user.
@@ -97,6 +101,8 @@ pub struct RawMysql {
     pub password_file: Option<PathBuf>,
     /// Longest connect or query may take. Default 5 s (at most the interval).
     pub timeout_secs: Option<u64>,
+    /// Seconds between two collections, as [`RawApache::interval_secs`].
+    pub interval_secs: Option<u64>,
 }
 
 /// `[memcached]`: the text protocol's `stats`.
@@ -108,6 +114,8 @@ pub struct RawMemcached {
     pub address: String,
     /// Longest connect plus `stats` may take. Default 5 s (at most the interval).
     pub timeout_secs: Option<u64>,
+    /// Seconds between two collections, as [`RawApache::interval_secs`].
+    pub interval_secs: Option<u64>,
 }
 
 /// `[[exec]]`: a program run on its own interval whose output carries metrics.
@@ -229,6 +237,8 @@ pub struct ApacheConfig {
     pub url: String,
     pub max_workers: Option<u32>,
     pub timeout: Duration,
+    /// Collections of the agent per collection of this source (1: every one).
+    pub every: u32,
 }
 
 /// Where the MySQL server listens.
@@ -245,6 +255,8 @@ pub struct MysqlConfig {
     pub user: String,
     pub password: Option<Secret>,
     pub timeout: Duration,
+    /// Collections of the agent per collection of this source (1: every one).
+    pub every: u32,
 }
 
 /// A password, kept out of `Debug` output so it never reaches a log.
@@ -262,6 +274,8 @@ impl std::fmt::Debug for Secret {
 pub struct MemcachedConfig {
     pub address: String,
     pub timeout: Duration,
+    /// Collections of the agent per collection of this source (1: every one).
+    pub every: u32,
 }
 
 /// A checked `[[exec]]`.
@@ -395,6 +409,20 @@ fn source_timeout(key: &str, given: Option<u64>, default: u64, interval: u64, pr
     }
 }
 
+/// How many of the agent's collections make one of a source's: its `interval_secs`
+/// must be a whole multiple of the agent's, so it is read on a collection and its
+/// values leave in that collection's batch.
+fn source_every(key: &str, given: Option<u64>, interval: u64, problems: &mut Vec<String>) -> u32 {
+    match given {
+        None => 1,
+        Some(s) if s == 0 || s > 3600 || s % interval != 0 => {
+            problems.push(format!("{key}: must be a multiple of interval_secs ({interval} s) up to 3600"));
+            1
+        }
+        Some(s) => u32::try_from(s / interval).unwrap_or(1),
+    }
+}
+
 fn check_apache(raw: &RawApache, interval: u64, problems: &mut Vec<String>) -> ApacheConfig {
     if !raw.url.starts_with("http://") {
         problems.push(format!("apache.url: {} is not an http:// URL", name::escaped(&raw.url)));
@@ -412,6 +440,7 @@ fn check_apache(raw: &RawApache, interval: u64, problems: &mut Vec<String>) -> A
             interval,
             problems,
         ),
+        every: source_every("apache.interval_secs", raw.interval_secs, interval, problems),
     }
 }
 
@@ -458,6 +487,7 @@ fn check_mysql(raw: &RawMysql, interval: u64, problems: &mut Vec<String>) -> Mys
             interval,
             problems,
         ),
+        every: source_every("mysql.interval_secs", raw.interval_secs, interval, problems),
     }
 }
 
@@ -474,6 +504,7 @@ fn check_memcached(raw: &RawMemcached, interval: u64, problems: &mut Vec<String>
             interval,
             problems,
         ),
+        every: source_every("memcached.interval_secs", raw.interval_secs, interval, problems),
     }
 }
 
@@ -575,6 +606,7 @@ mod tests {
         assert_eq!(m.target, MysqlTarget::Socket(PathBuf::from(DEFAULT_MYSQL_SOCKET)));
         assert_eq!(m.user, "ganglion");
         assert_eq!(c.memcached.unwrap().address, "127.0.0.1:11211");
+        assert_eq!((a.every, m.every), (1, 1), "every interval");
         let e = &c.exec[0];
         assert_eq!(
             (e.interval, e.timeout, e.format),
@@ -591,6 +623,21 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(err.0.len(), 8, "{err}");
+    }
+
+    #[test]
+    fn a_source_interval_is_a_multiple_of_the_agents() {
+        let c = parse(&format!(
+            "{MINIMAL}[apache]\ninterval_secs = 30\n[mysql]\ninterval_secs = 60\n[memcached]\ninterval_secs = 15\n"
+        ))
+        .unwrap();
+        assert_eq!((c.apache.unwrap().every, c.mysql.unwrap().every, c.memcached.unwrap().every), (2, 4, 1));
+        let err = parse(&format!(
+            "{MINIMAL}[apache]\ninterval_secs = 20\n[mysql]\ninterval_secs = 0\n[memcached]\ninterval_secs = 3615\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(err.0[0].starts_with("apache.interval_secs: must be a multiple of interval_secs (15 s)"), "{err}");
     }
 
     #[test]
@@ -611,6 +658,7 @@ mod tests {
             "apache.url",
             "apache.max_workers",
             "apache.timeout_secs",
+            "apache.interval_secs",
             "mysql.host",
             "mysql.port",
             "mysql.socket",
@@ -618,8 +666,10 @@ mod tests {
             "mysql.password",
             "mysql.password_file",
             "mysql.timeout_secs",
+            "mysql.interval_secs",
             "memcached.address",
             "memcached.timeout_secs",
+            "memcached.interval_secs",
             "exec.name",
             "exec.command",
             "exec.interval_secs",

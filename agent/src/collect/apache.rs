@@ -216,6 +216,9 @@ impl AppSource for ApacheSource {
     fn timeout(&self) -> Duration {
         self.config.timeout
     }
+    fn every(&self) -> u32 {
+        self.config.every
+    }
 
     fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
         let resp = self.http.get(&self.config.url).call().map_err(|e| AppError::Http(e.to_string()))?;

@@ -1,4 +1,5 @@
-//! Running the application sources (Apache, MySQL, memcached) once per interval.
+//! Running the application sources (Apache, MySQL, memcached) once per interval, or
+//! every n-th interval for one with an `interval_secs` of its own.
 //!
 //! This module owns *when* and *where* a source runs and what its failure looks like;
 //! each source module owns talking to its server and turning the answer into
@@ -79,6 +80,11 @@ pub(crate) trait AppSource: Send + 'static {
     fn name(&self) -> &'static str;
     /// Longest one collection may take; the source sets its I/O timeouts from it.
     fn timeout(&self) -> Duration;
+    /// Collections of the agent per collection of this source: 1 reads it every
+    /// interval, 4 every fourth (its `interval_secs` in the config).
+    fn every(&self) -> u32 {
+        1
+    }
     /// Sends this collection's request ahead without waiting for the answer, so the
     /// server works on it while the other sources are read; returns whether a request
     /// is now in flight. A failure is kept for [`collect`](Self::collect) to report.
@@ -151,6 +157,9 @@ struct Slot {
     health: Health,
     /// Collections left on the blocking pool; 0: runs on the runtime thread.
     offload: u32,
+    every: u32,
+    /// Collections to pass over before this source is read again.
+    skip: u32,
 }
 
 impl Slot {
@@ -189,6 +198,8 @@ impl AppSet {
                 name: s.name(),
                 timeout: s.timeout(),
                 health: Health::new(s.name()),
+                every: s.every().max(1),
+                skip: 0,
                 source: Some(s),
                 running: None,
                 offload: 0,
@@ -201,11 +212,24 @@ impl AppSet {
         self.slots.is_empty()
     }
 
-    /// Collects every source and appends their readings and `_up` metrics to `out`:
-    /// fast sources in place, slow ones on the blocking pool at once, waiting for each
-    /// of those at most its timeout.
+    /// Collects every source that is due and appends their readings and `_up` metrics
+    /// to `out`: fast sources in place, slow ones on the blocking pool at once, waiting
+    /// for each of those at most its timeout. A source read only every n-th
+    /// collection is left out of the others entirely (no `_up` either), as gmond
+    /// leaves a metric out between its `collect_every`; the collector's heartbeat
+    /// carries its last value over the gap, and its rates cover the n intervals.
+    /// The first call reads every source.
     pub async fn collect(&mut self, out: &mut Vec<Reading>) {
         let started = tokio::time::Instant::now();
+        let due: Vec<bool> = self
+            .slots
+            .iter_mut()
+            .map(|slot| {
+                let due = slot.skip == 0;
+                slot.skip = if due { slot.every - 1 } else { slot.skip - 1 };
+                due
+            })
+            .collect();
         let mut waiting = Vec::with_capacity(self.slots.len());
         // Every in-place source that can sends its request first, and those are read
         // last: while one server is waited for the others answer, so a collection
@@ -214,10 +238,11 @@ impl AppSet {
         let in_flight: Vec<bool> = self
             .slots
             .iter_mut()
-            .map(|slot| slot.inline() && slot.source.as_mut().is_some_and(|s| s.begin()))
+            .zip(&due)
+            .map(|(slot, &due)| due && slot.inline() && slot.source.as_mut().is_some_and(|s| s.begin()))
             .collect();
         let n = self.slots.len();
-        let order = (0..n).filter(|&i| !in_flight[i]).chain((0..n).filter(|&i| in_flight[i]));
+        let order = (0..n).filter(|&i| due[i] && !in_flight[i]).chain((0..n).filter(|&i| in_flight[i]));
         for i in order {
             let slot = &mut self.slots[i];
             if slot.inline() {
@@ -451,6 +476,42 @@ mod tests {
         let want = ["begin a", "begin b", "begin c", "collect b", "collect a", "collect c"];
         assert_eq!(*log.lock().unwrap(), want);
         assert_eq!(out.iter().filter(|r| r.name.ends_with("_up") && r.value == 1.0).count(), 3);
+    }
+
+    /// Counts its collections; read every `self.0`-th collection.
+    struct Every(u32, Arc<AtomicU32>);
+
+    impl AppSource for Every {
+        fn name(&self) -> &'static str {
+            "every"
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn every(&self) -> u32 {
+            self.0
+        }
+        fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
+            out.push(gauge("every_value", "", "every", "", f64::from(self.1.fetch_add(1, Ordering::SeqCst))));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_read_every_third_collection_is_absent_from_the_others() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut apps = AppSet::from_sources(vec![Box::new(Every(3, calls.clone())), Box::new(Every(1, calls.clone()))]);
+        let mut present = Vec::new();
+        for _ in 0..7 {
+            let mut out = Vec::new();
+            apps.collect(&mut out).await;
+            let ups = out.iter().filter(|r| r.name == "every_up").count();
+            let values = out.iter().filter(|r| r.name == "every_value").count();
+            assert_eq!(ups, values, "an _up for every collection made, no other");
+            present.push(ups);
+        }
+        assert_eq!(present, [2, 1, 1, 2, 1, 1, 2]);
+        assert_eq!(calls.load(Ordering::SeqCst), 7 + 3);
     }
 
     #[test]

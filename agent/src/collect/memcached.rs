@@ -229,6 +229,9 @@ impl AppSource for MemcachedSource {
     fn timeout(&self) -> Duration {
         self.config.timeout
     }
+    fn every(&self) -> u32 {
+        self.config.every
+    }
 
     fn begin(&mut self) -> bool {
         // Only over a kept connection: making a new one is left to `collect`, which
@@ -301,7 +304,7 @@ mod tests {
     #[test]
     fn request_sent_ahead_is_answered_on_the_kept_connection_and_a_closed_one_is_remade() {
         let (address, server) = fake_server(2, 2);
-        let mut src = MemcachedSource::new(MemcachedConfig { address, timeout: Duration::from_secs(2) });
+        let mut src = MemcachedSource::new(MemcachedConfig { address, timeout: Duration::from_secs(2), every: 1 });
         assert!(!src.begin(), "nothing to send ahead on before the first connection");
         let mut out = Vec::new();
         src.collect(Instant::now(), &mut out).unwrap();

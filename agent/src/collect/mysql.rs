@@ -514,6 +514,9 @@ impl AppSource for MysqlSource {
     fn timeout(&self) -> Duration {
         self.config.timeout
     }
+    fn every(&self) -> u32 {
+        self.config.every
+    }
 
     fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
         let mut conn = match self.conn.take() {

@@ -420,6 +420,36 @@ fn memcached_hits_and_misses_after_known_gets() {
 }
 
 #[test]
+fn a_source_with_its_own_interval_is_read_every_third_collection_and_its_rates_span_it() {
+    let mc = Peer::memcached();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), "");
+    let extra = format!("[memcached]\naddress = \"{}\"\ninterval_secs = 3\n", mc.addr());
+    let agent = agent_with(dir.path(), &c, "apps-every", &extra);
+    let procs = [&agent.proc, &mc.proc, &c.proc];
+    let mut rec = Recorder::new("apps-every");
+    rec.until(&c, &procs, Duration::from_secs(20), "three memcached samples", |r| r.count("memcached_get_hits") >= 3);
+    let (from, hits0) = *rec.series("memcached_get_hits_total").last().unwrap();
+    let mut req = String::from("set k 0 0 5\r\nhello\r\n");
+    req += &"get k\r\n".repeat(12);
+    assert!(mc.memcached_text(&req).unwrap().starts_with("STORED"));
+    rec.until(&c, &procs, Duration::from_secs(15), "the gets in the counters, then one more sample", |r| {
+        let s = r.series("memcached_get_hits_total");
+        s.iter().any(|p| p.1 >= hits0 + 12.0) && s.last().is_some_and(|p| p.1 >= hits0 + 12.0 && p.0 > from + 6_000)
+    });
+    let to = rec.series("memcached_get_hits").last().unwrap().0;
+    let counted = integrate(&rec, "memcached_get_hits", from, to);
+    assert!((counted - 12.0).abs() <= 1.2, "gets/sec over the window stand for {counted:.2} hits, 12 were made");
+
+    // The source's metrics come every third batch, the host's with every batch.
+    let gaps = |name: &str| -> Vec<i64> { rec.series(name).windows(2).map(|w| w[1].0 - w[0].0).collect() };
+    let up = gaps("memcached_up");
+    assert!(up.len() >= 4 && up.iter().all(|g| (2_700..=3_300).contains(g)), "memcached_up every {up:?} ms");
+    let load = gaps("load_one");
+    assert!(load.len() >= 12 && load.iter().all(|g| (700..=1_300).contains(g)), "load_one every {load:?} ms");
+}
+
+#[test]
 fn stopped_source_reports_down_once_while_the_rest_keeps_flowing() {
     let mut mc = Peer::memcached();
     let dir = tempfile::tempdir().unwrap();
