@@ -8,6 +8,7 @@
 //! (whose pushes wait in [`CustomMetrics`]). Everything a collection gathered goes
 //! into the same batch.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -237,20 +238,34 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
         }
         let mut readings = host.collect(Instant::now());
         apps.collect(&mut readings).await;
-        shared.exec.drain_into(&mut readings);
+        let ran = shared.exec.drain_into(&mut readings);
         lock(&shared.custom).take(Instant::now(), &mut readings);
         n += 1;
+        // Sources read every n-th interval and plugins between runs are skipped, not
+        // gone: the collector keeps them out of this batch without forgetting them.
+        let mut skipped: Vec<Cow<'static, str>> = apps.skipped().map(Cow::Borrowed).collect();
+        skipped.extend(
+            shared
+                .config
+                .exec
+                .iter()
+                .filter(|e| !ran.contains(&e.name))
+                .map(|e| Cow::Owned(format!("exec_{}", e.name))),
+        );
         // Facts change rarely (addresses, kernel after reboot); look every 20 intervals.
         let facts = if n.is_multiple_of(20) { Some(collect::facts(&hc, shared.config.tags.clone())) } else { None };
-        push_batch(shared, &readings, facts);
+        push_batch(shared, &readings, &skipped, facts);
     }
 }
 
-fn push_batch(shared: &Shared, readings: &[Reading], facts: Option<Facts>) {
+/// Numbers `readings` into a batch and spools it; the metrics of the `skipped`
+/// sources are marked skipped.
+fn push_batch(shared: &Shared, readings: &[Reading], skipped: &[Cow<'static, str>], facts: Option<Facts>) {
     let mut defs = Vec::new();
-    let (values, changed) = {
+    let (values, skipped, changed) = {
         let mut t = lock(&shared.table);
         let values = t.registry.encode(readings, &mut defs);
+        let skipped: Vec<u32> = skipped.iter().flat_map(|s| t.registry.ids_of_source(s)).collect();
         let changed = match facts {
             Some(f) if f != t.facts => {
                 t.facts = f.clone();
@@ -258,7 +273,7 @@ fn push_batch(shared: &Shared, readings: &[Reading], facts: Option<Facts>) {
             }
             _ => None,
         };
-        (values, changed)
+        (values, skipped, changed)
     };
     let mut s = lock(&shared.spool);
     let batch = Batch {
@@ -270,6 +285,7 @@ fn push_batch(shared: &Shared, readings: &[Reading], facts: Option<Facts>) {
         values,
         gone: Vec::new(),
         ack: false,
+        skipped,
     };
     match msg::encode(&batch) {
         Ok(bytes) => {

@@ -401,6 +401,7 @@ pub async fn direct(
         values: pushes.iter().enumerate().map(|(id, p)| (id as u32, p.value)).collect(),
         gone: Vec::new(),
         ack: true,
+        skipped: Vec::new(),
     };
     let mut out = Vec::with_capacity(config.collectors.len());
     for addr in &config.collectors {

@@ -26,6 +26,14 @@ impl Registry {
         self.ids.contains_key(name)
     }
 
+    /// The ids of a source's metrics: those named `<source>_…`.
+    pub fn ids_of_source<'a>(&'a self, source: &'a str) -> impl Iterator<Item = u32> + 'a {
+        self.metas
+            .iter()
+            .filter(move |m| m.name.strip_prefix(source).is_some_and(|rest| rest.starts_with('_')))
+            .map(|m| m.id)
+    }
+
     /// Maps readings to `(id, value)` pairs; entries seen for the first time are
     /// appended to `defs` so the batch that first uses them also describes them.
     pub fn encode(&mut self, readings: &[Reading], defs: &mut Vec<MetricMeta>) -> Vec<(u32, f64)> {
@@ -72,6 +80,17 @@ fn wire_value(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sources_ids_are_its_prefixed_names_only() {
+        let mut r = Registry::default();
+        let reading = |name: &'static str| crate::collect::gauge(name, "", "g", "", 1.0);
+        let names = ["exec_a_x", "exec_ab_x", "exec_a_up", "exec_a", "apache_up", "load_one"];
+        r.encode(&names.map(reading), &mut Vec::new());
+        assert_eq!(r.ids_of_source("exec_a").collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(r.ids_of_source("apache").collect::<Vec<_>>(), [4]);
+        assert_eq!(r.ids_of_source("mysql").count(), 0);
+    }
 
     #[test]
     fn rounds_fractions_to_single_precision_and_keeps_integers() {

@@ -229,6 +229,7 @@ async fn host(
                 gone: vec![],
                 // Every batch, to measure each one's latency.
                 ack: true,
+                skipped: vec![],
             };
             let payload = msg::encode(&prev.delta(&batch))?;
             prev.remember(&batch);

@@ -281,6 +281,7 @@ async fn host(i: usize, sim: &Simulation, start: i64, stop: &CancellationToken) 
             gone: vec![],
             // The loop below waits for acks of these, in the backlog by the window.
             ack: true,
+            skipped: vec![],
         };
         let payload = msg::encode(&prev.delta(&batch))?;
         prev.remember(&batch);

@@ -147,6 +147,13 @@ pub struct Batch {
     /// one ack a minute instead of one per batch.
     #[serde(default)]
     pub ack: bool,
+    /// Metrics not read for this batch: their source is read only every n-th interval
+    /// (an application source's `interval_secs`, an exec plugin between runs). Unlike
+    /// `gone`, the receiver keeps their last value as the base of the next difference,
+    /// but it does not carry that value into this batch. Last, and left out when
+    /// empty, so a batch without it is what it was before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<u32>,
 }
 
 /// What one end of a connection remembers of the previous batch on it. The sender
@@ -158,11 +165,13 @@ pub struct Batch {
 /// The difference, for a batch after the first (PROTOCOL.md, "Batch"):
 /// - `run` is XORed with the previous run (0 when unchanged), `seq` and `time_ms` are
 ///   the wrapping differences from the previous ones (1 and about the interval);
-/// - `values` leaves out every value equal, bit for bit, to the previous batch's value
-///   of the same metric, and `gone` lists the metrics the previous batch had and this
-///   one lacks.
+/// - `values` leaves out every value equal, bit for bit, to the last value sent of the
+///   same metric, and `gone` lists the metrics the previous batch had and this one
+///   lacks, unless they are `skipped`: those keep their last value on both ends, and
+///   are listed only when there is one.
 #[derive(Debug, Default, Clone)]
 pub struct Previous {
+    /// The last value of each metric id; a skipped metric keeps its value here.
     values: Vec<Option<f64>>,
     head: Option<(u64, u64, i64)>,
 }
@@ -184,6 +193,16 @@ impl Previous {
                 values.push((id, v));
             }
         }
+        let mut skipped = Vec::new();
+        for &id in &batch.skipped {
+            let i = id as usize;
+            if let (Some(Some(_)), Some(p)) = (prev.get(i), present.get_mut(i)) {
+                if !*p {
+                    *p = true;
+                    skipped.push(id);
+                }
+            }
+        }
         let gone = (0..prev.len()).filter(|&i| prev[i].is_some() && !present[i]).map(|i| i as u32).collect();
         let (run, seq, time_ms) = match self.head {
             None => (batch.run, batch.seq, batch.time_ms),
@@ -191,16 +210,32 @@ impl Previous {
                 (batch.run ^ run, batch.seq.wrapping_sub(seq), batch.time_ms.wrapping_sub(time_ms))
             }
         };
-        Batch { run, seq, time_ms, defs: batch.defs.clone(), facts: batch.facts.clone(), values, gone, ack: batch.ack }
+        Batch {
+            run,
+            seq,
+            time_ms,
+            defs: batch.defs.clone(),
+            facts: batch.facts.clone(),
+            values,
+            gone,
+            ack: batch.ack,
+            skipped,
+        }
     }
 
-    /// Makes `batch` (as it is, not its delta) the previous batch.
+    /// Makes `batch` (as it is, not its delta) the previous batch. Its skipped
+    /// metrics keep their last values.
     pub fn remember(&mut self, batch: &Batch) {
         self.head = Some((batch.run, batch.seq, batch.time_ms));
+        let kept: Vec<(u32, f64)> = batch
+            .skipped
+            .iter()
+            .filter_map(|&id| self.values.get(id as usize).copied().flatten().map(|v| (id, v)))
+            .collect();
         for slot in &mut self.values {
             *slot = None;
         }
-        for &(id, v) in &batch.values {
+        for &(id, v) in kept.iter().chain(&batch.values) {
             let i = id as usize;
             if i >= self.values.len() {
                 self.values.resize(i + 1, None);
@@ -211,8 +246,9 @@ impl Previous {
 
     /// Turns a batch as received into the full batch it stands for: run, sequence
     /// number and time made absolute, unchanged values carried forward, `gone` applied
-    /// and cleared. Values with an id above `max_id` and NaN or infinite values are
-    /// refused (not carried either); returns how many.
+    /// and cleared, `skipped` metrics kept for the next batch but left out of this one
+    /// (a value sent for one anyway wins). Values with an id above `max_id` and NaN or
+    /// infinite values are refused (not carried either); returns how many.
     pub fn rebuild(&mut self, batch: &mut Batch, max_id: u32) -> u64 {
         if let Some((run, seq, time_ms)) = self.head {
             batch.run ^= run;
@@ -240,8 +276,20 @@ impl Previous {
             held[i] = if v.is_finite() { Some(v) } else { None };
             bad += u64::from(!v.is_finite());
         }
+        let mut skip = std::mem::take(&mut batch.skipped);
+        if !skip.is_empty() {
+            skip.sort_unstable();
+            let mut sent: Vec<u32> = batch.values.iter().map(|&(id, _)| id).collect();
+            sent.sort_unstable();
+            skip.retain(|id| sent.binary_search(id).is_err());
+        }
         batch.values.clear();
-        batch.values.extend(held.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i as u32, v))));
+        batch.values.extend(
+            held.iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (i as u32, v)))
+                .filter(|(id, _)| skip.binary_search(id).is_err()),
+        );
         batch.gone.clear();
         bad
     }
@@ -373,6 +421,7 @@ mod tests {
             values,
             gone: vec![],
             ack: false,
+            skipped: vec![],
         }
     }
 
@@ -412,6 +461,35 @@ mod tests {
                 prop_assert_eq!(got, full);
                 seq += step;
                 time_ms += dt;
+            }
+        }
+
+        #[test]
+        fn skipped_metrics_keep_their_base_and_are_not_carried(
+            batches in proptest::collection::vec((
+                proptest::collection::btree_map(0u32..12, prop_oneof![Just(1.0f64), -1e3f64..1e3], 0..12),
+                proptest::collection::btree_set(0u32..12, 0..6)), 1..12)) {
+            // The receiver's view of each batch is its own values only, and the next
+            // difference is taken against the last value sent, skipped batches or not.
+            let mut sender = Previous::default();
+            let mut receiver = Previous::default();
+            let mut last = std::collections::BTreeMap::new();
+            for (seq, (values, skipped)) in batches.iter().enumerate() {
+                let skipped: Vec<u32> = skipped.iter().copied().filter(|id| !values.contains_key(id)).collect();
+                let full = Batch { seq: seq as u64 + 1, skipped: skipped.clone(),
+                                   ..batch(values.iter().map(|(k, v)| (*k, *v)).collect()) };
+                let sent = sender.delta(&full);
+                for &(id, v) in &sent.values {
+                    prop_assert!(last.get(&id) != Some(&v.to_bits()), "value {} of {} sent twice", v, id);
+                }
+                prop_assert!(sent.skipped.iter().all(|id| last.contains_key(id)), "skipped without a base");
+                prop_assert!(sent.gone.iter().all(|id| !skipped.contains(id)), "a skipped metric went");
+                sender.remember(&full);
+                let mut got: Batch = decode(&encode(&sent).unwrap()).unwrap();
+                prop_assert_eq!(receiver.rebuild(&mut got, u32::MAX), 0);
+                prop_assert_eq!(&got, &Batch { skipped: vec![], ..full.clone() });
+                last.retain(|id, _| values.contains_key(id) || skipped.contains(id));
+                last.extend(values.iter().map(|(k, v)| (*k, v.to_bits())));
             }
         }
 

@@ -160,6 +160,8 @@ struct Slot {
     every: u32,
     /// Collections to pass over before this source is read again.
     skip: u32,
+    /// Not read in the last collection.
+    skipped: bool,
 }
 
 impl Slot {
@@ -200,6 +202,7 @@ impl AppSet {
                 health: Health::new(s.name()),
                 every: s.every().max(1),
                 skip: 0,
+                skipped: false,
                 source: Some(s),
                 running: None,
                 offload: 0,
@@ -227,6 +230,7 @@ impl AppSet {
             .map(|slot| {
                 let due = slot.skip == 0;
                 slot.skip = if due { slot.every - 1 } else { slot.skip - 1 };
+                slot.skipped = !due;
                 due
             })
             .collect();
@@ -295,6 +299,12 @@ impl AppSet {
             };
             finish(slot.name, &mut slot.health, result, out);
         }
+    }
+
+    /// The sources the last [`collect`](Self::collect) did not read (not due), whose
+    /// metrics the batch marks skipped rather than gone.
+    pub fn skipped(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.slots.iter().filter(|s| s.skipped).map(|s| s.name)
     }
 
     /// Like [`collect`](Self::collect) but on the calling thread, one source after
@@ -505,6 +515,7 @@ mod tests {
         for _ in 0..7 {
             let mut out = Vec::new();
             apps.collect(&mut out).await;
+            assert_eq!(apps.skipped().count(), 2 - out.iter().filter(|r| r.name.ends_with("_up")).count());
             let ups = out.iter().filter(|r| r.name == "every_up").count();
             let values = out.iter().filter(|r| r.name == "every_value").count();
             assert_eq!(ups, values, "an _up for every collection made, no other");

@@ -379,12 +379,15 @@ pub struct ExecResults {
 }
 
 impl ExecResults {
-    /// Moves every waiting reading to `out`.
-    pub fn drain_into(&self, out: &mut Vec<Reading>) {
+    /// Moves every waiting reading to `out`; returns the plugins they came from.
+    pub fn drain_into(&self, out: &mut Vec<Reading>) -> Vec<String> {
         let mut m = self.by_plugin.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, readings) in m.drain() {
-            out.extend(readings);
-        }
+        m.drain()
+            .map(|(plugin, readings)| {
+                out.extend(readings);
+                plugin
+            })
+            .collect()
     }
 
     fn put(&self, plugin: &str, readings: Vec<Reading>) {

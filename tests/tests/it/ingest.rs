@@ -87,7 +87,17 @@ impl Client {
             Some((r, s, t)) => (run ^ r, seq.wrapping_sub(s), time_ms - t),
         };
         self.head = Some((run, seq, time_ms));
-        let b = Batch { run: w_run, seq: w_seq, time_ms: w_time, defs: vec![], facts: None, values, gone, ack };
+        let b = Batch {
+            run: w_run,
+            seq: w_seq,
+            time_ms: w_time,
+            defs: vec![],
+            facts: None,
+            values,
+            gone,
+            ack,
+            skipped: vec![],
+        };
         self.seal(Kind::Batch, KEY.as_bytes(), &msg::encode(&b).unwrap())
     }
 
