@@ -218,10 +218,9 @@ impl AppSet {
     /// Collects every source that is due and appends their readings and `_up` metrics
     /// to `out`: fast sources in place, slow ones on the blocking pool at once, waiting
     /// for each of those at most its timeout. A source read only every n-th
-    /// collection is left out of the others entirely (no `_up` either), as gmond
-    /// leaves a metric out between its `collect_every`; the collector's heartbeat
-    /// carries its last value over the gap, and its rates cover the n intervals.
-    /// The first call reads every source.
+    /// collection is left out of the others entirely (no `_up` either; see
+    /// [`skipped`](Self::skipped)), as gmond reads a module only every `collect_every`;
+    /// its rates cover the n intervals. The first call reads every source.
     pub async fn collect(&mut self, out: &mut Vec<Reading>) {
         let started = tokio::time::Instant::now();
         let due: Vec<bool> = self
