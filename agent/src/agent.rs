@@ -228,7 +228,7 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
     let mut apps = AppSet::new(&shared.config);
     // Prime the counters so the first batch already has rates.
     host.collect(Instant::now());
-    apps.collect(&mut Vec::new()).await;
+    apps.prime().await;
     let mut ticker = crate::ticker::Ticker::new(delay, interval);
     let mut n = 0u64;
     loop {

@@ -300,6 +300,16 @@ impl AppSet {
         }
     }
 
+    /// Reads every source once and throws the readings away, so the first batch has
+    /// rates; that batch then reads every source again, whatever its interval, so
+    /// a source read every minute shows in the first batch and not a minute later.
+    pub async fn prime(&mut self) {
+        self.collect(&mut Vec::new()).await;
+        for slot in &mut self.slots {
+            slot.skip = 0;
+        }
+    }
+
     /// The sources the last [`collect`](Self::collect) did not read (not due), whose
     /// metrics the batch marks skipped rather than gone.
     pub fn skipped(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -522,6 +532,21 @@ mod tests {
         }
         assert_eq!(present, [2, 1, 1, 2, 1, 1, 2]);
         assert_eq!(calls.load(Ordering::SeqCst), 7 + 3);
+    }
+
+    #[tokio::test]
+    async fn after_priming_the_first_collection_reads_every_source() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut apps = AppSet::from_sources(vec![Box::new(Every(4, calls.clone()))]);
+        apps.prime().await;
+        let mut present = Vec::new();
+        for _ in 0..6 {
+            let mut out = Vec::new();
+            apps.collect(&mut out).await;
+            present.push(out.iter().any(|r| r.name == "every_up"));
+        }
+        assert_eq!(present, [true, false, false, false, true, false]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1 + 2);
     }
 
     #[test]
