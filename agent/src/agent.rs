@@ -306,7 +306,7 @@ pub async fn collect_once(config: Option<&AgentConfig>, over: Duration) -> Vec<R
     let mut apps = config.map(AppSet::new);
     host.collect(Instant::now());
     if let Some(a) = apps.as_mut() {
-        a.collect(&mut Vec::new()).await;
+        a.prime().await;
     }
     tokio::time::sleep(over).await;
     let mut out = host.collect(Instant::now());

@@ -451,6 +451,15 @@ fn a_source_with_its_own_interval_is_read_every_third_collection_and_its_rates_s
     }
     let load = gaps("load_one");
     assert!(load.len() >= 12 && load.iter().all(|g| (700..=1_300).contains(g)), "load_one every {load:?} ms");
+
+    // `--once` reads the source although its interval is longer than the measurement.
+    let out = Command::new(bin("ganglion-agent"))
+        .args(["--once", "--over-secs", "0.3", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("memcached_get_hits") && table.contains("memcached_up"), "{table}");
 }
 
 #[test]
