@@ -223,29 +223,23 @@ impl AppSet {
     /// its rates cover the n intervals. The first call reads every source.
     pub async fn collect(&mut self, out: &mut Vec<Reading>) {
         let started = tokio::time::Instant::now();
-        let due: Vec<bool> = self
-            .slots
-            .iter_mut()
-            .map(|slot| {
-                let due = slot.skip == 0;
-                slot.skip = if due { slot.every - 1 } else { slot.skip - 1 };
-                slot.skipped = !due;
-                due
-            })
-            .collect();
+        for slot in &mut self.slots {
+            slot.skipped = slot.skip > 0;
+            slot.skip = if slot.skipped { slot.skip - 1 } else { slot.every - 1 };
+        }
         let mut waiting = Vec::with_capacity(self.slots.len());
         // Every in-place source that can sends its request first, and those are read
         // last: while one server is waited for the others answer, so a collection
         // sleeps about once instead of once per source (each sleep and wake-up is CPU
-        // time of its own).
-        let in_flight: Vec<bool> = self
+        // time of its own). A source not due this time is `None`.
+        let in_flight: Vec<Option<bool>> = self
             .slots
             .iter_mut()
-            .zip(&due)
-            .map(|(slot, &due)| due && slot.inline() && slot.source.as_mut().is_some_and(|s| s.begin()))
+            .map(|slot| (!slot.skipped).then(|| slot.inline() && slot.source.as_mut().is_some_and(|s| s.begin())))
             .collect();
         let n = self.slots.len();
-        let order = (0..n).filter(|&i| due[i] && !in_flight[i]).chain((0..n).filter(|&i| in_flight[i]));
+        let order =
+            (0..n).filter(|&i| in_flight[i] == Some(false)).chain((0..n).filter(|&i| in_flight[i] == Some(true)));
         for i in order {
             let slot = &mut self.slots[i];
             if slot.inline() {
