@@ -94,6 +94,30 @@ fn mysql_over_socket(db: &Peer) -> String {
     format!("[mysql]\nsocket = \"{}\"\nuser = \"{MYSQL_USER}\"\npassword = \"{MYSQL_PASSWORD}\"\n", socket.display())
 }
 
+/// A collector and an agent reading `mc` (plus `keys` in its `[memcached]` section).
+fn memcached_agent(mc: &Peer, dir: &std::path::Path, host: &str, keys: &str) -> (Collector, Agent) {
+    let c = Collector::start(dir, "");
+    let agent = agent_with(dir, &c, host, &format!("[memcached]\naddress = \"{}\"\n{keys}", mc.addr()));
+    (c, agent)
+}
+
+/// Over one connection: stores `k`, gets it `hits` times and a missing key `misses`
+/// times; returns the server's answer.
+fn memcached_gets(mc: &Peer, hits: usize, misses: usize) -> String {
+    let req = format!("set k 0 0 5\r\nhello\r\n{}{}", "get k\r\n".repeat(hits), "get nothing\r\n".repeat(misses));
+    mc.memcached_text(&req).unwrap()
+}
+
+/// The table `ganglion-agent --once` prints for the agent's config.
+fn once_table(agent: &Agent) -> String {
+    let out = Command::new(bin("ganglion-agent"))
+        .args(["--once", "--over-secs", "0.3", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -380,9 +404,7 @@ fn mariadb_replica_reports_its_lag_and_a_user_without_the_grant_gets_the_rest() 
 fn memcached_hits_and_misses_after_known_gets() {
     let mc = Peer::memcached();
     let dir = tempfile::tempdir().unwrap();
-    let c = Collector::start(dir.path(), "");
-    let extra = format!("[memcached]\naddress = \"{}\"\n", mc.addr());
-    let agent = agent_with(dir.path(), &c, "apps-memcached", &extra);
+    let (c, agent) = memcached_agent(&mc, dir.path(), "apps-memcached", "");
     let procs = [&agent.proc, &mc.proc, &c.proc];
     let mut rec = Recorder::new("apps-memcached");
     rec.until(&c, &procs, Duration::from_secs(15), "two memcached samples", |r| {
@@ -391,10 +413,7 @@ fn memcached_hits_and_misses_after_known_gets() {
     let hits0 = rec.last("memcached_get_hits_total").unwrap();
     let misses0 = rec.last("memcached_get_misses_total").unwrap();
     // One connection, all at once: 7 hits and 3 misses.
-    let mut req = String::from("set k 0 0 5\r\nhello\r\n");
-    req += &"get k\r\n".repeat(7);
-    req += &"get nothing\r\n".repeat(3);
-    let answer = mc.memcached_text(&req).unwrap();
+    let answer = memcached_gets(&mc, 7, 3);
     assert!(answer.starts_with("STORED"), "{answer}");
     rec.until(&c, &procs, Duration::from_secs(10), "the gets in the counters", |r| {
         r.last("memcached_get_hits_total").unwrap_or(0.0) >= hits0 + 7.0
@@ -410,12 +429,7 @@ fn memcached_hits_and_misses_after_known_gets() {
     assert_eq!(rec.describe("memcached_get_hits").0, "gets/sec");
 
     // `--once` shows the sources of the config too.
-    let out = Command::new(bin("ganglion-agent"))
-        .args(["--once", "--over-secs", "0.3", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = once_table(&agent);
     assert!(table.contains("memcached_get_hits") && table.contains("memcached_up"), "{table}");
 }
 
@@ -423,16 +437,12 @@ fn memcached_hits_and_misses_after_known_gets() {
 fn a_source_with_its_own_interval_is_read_every_third_collection_and_its_rates_span_it() {
     let mc = Peer::memcached();
     let dir = tempfile::tempdir().unwrap();
-    let c = Collector::start(dir.path(), "");
-    let extra = format!("[memcached]\naddress = \"{}\"\ninterval_secs = 3\n", mc.addr());
-    let agent = agent_with(dir.path(), &c, "apps-every", &extra);
+    let (c, agent) = memcached_agent(&mc, dir.path(), "apps-every", "interval_secs = 3\n");
     let procs = [&agent.proc, &mc.proc, &c.proc];
     let mut rec = Recorder::new("apps-every");
     rec.until(&c, &procs, Duration::from_secs(20), "three memcached samples", |r| r.count("memcached_get_hits") >= 3);
     let (from, hits0) = *rec.series("memcached_get_hits_total").last().unwrap();
-    let mut req = String::from("set k 0 0 5\r\nhello\r\n");
-    req += &"get k\r\n".repeat(12);
-    assert!(mc.memcached_text(&req).unwrap().starts_with("STORED"));
+    assert!(memcached_gets(&mc, 12, 0).starts_with("STORED"));
     rec.until(&c, &procs, Duration::from_secs(15), "the gets in the counters, then one more sample", |r| {
         let s = r.series("memcached_get_hits_total");
         s.iter().any(|p| p.1 >= hits0 + 12.0) && s.last().is_some_and(|p| p.1 >= hits0 + 12.0 && p.0 > from + 6_000)
@@ -453,12 +463,7 @@ fn a_source_with_its_own_interval_is_read_every_third_collection_and_its_rates_s
     assert!(load.len() >= 12 && load.iter().all(|g| (700..=1_300).contains(g)), "load_one every {load:?} ms");
 
     // `--once` reads the source although its interval is longer than the measurement.
-    let out = Command::new(bin("ganglion-agent"))
-        .args(["--once", "--over-secs", "0.3", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = once_table(&agent);
     assert!(table.contains("memcached_get_hits") && table.contains("memcached_up"), "{table}");
 }
 
@@ -466,9 +471,7 @@ fn a_source_with_its_own_interval_is_read_every_third_collection_and_its_rates_s
 fn stopped_source_reports_down_once_while_the_rest_keeps_flowing() {
     let mut mc = Peer::memcached();
     let dir = tempfile::tempdir().unwrap();
-    let c = Collector::start(dir.path(), "");
-    let extra = format!("[memcached]\naddress = \"{}\"\n", mc.addr());
-    let agent = agent_with(dir.path(), &c, "apps-down", &extra);
+    let (c, agent) = memcached_agent(&mc, dir.path(), "apps-down", "");
     let mut rec = Recorder::new("apps-down");
     rec.until(&c, &[&agent.proc, &mc.proc], Duration::from_secs(15), "memcached up", |r| {
         r.last("memcached_up") == Some(1.0) && r.count("memcached_uptime") >= 2
