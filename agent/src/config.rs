@@ -423,6 +423,20 @@ fn source_every(key: &str, given: Option<u64>, interval: u64, problems: &mut Vec
     }
 }
 
+/// An application source's `timeout_secs` and `interval_secs`, checked: its timeout
+/// and how many of the agent's collections make one of its own.
+fn source_schedule(
+    section: &str,
+    timeout_secs: Option<u64>,
+    interval_secs: Option<u64>,
+    interval: u64,
+    problems: &mut Vec<String>,
+) -> (Duration, u32) {
+    let key = |k: &str| format!("{section}.{k}");
+    let timeout = source_timeout(&key("timeout_secs"), timeout_secs, DEFAULT_SOURCE_TIMEOUT_SECS, interval, problems);
+    (timeout, source_every(&key("interval_secs"), interval_secs, interval, problems))
+}
+
 fn check_apache(raw: &RawApache, interval: u64, problems: &mut Vec<String>) -> ApacheConfig {
     if !raw.url.starts_with("http://") {
         problems.push(format!("apache.url: {} is not an http:// URL", name::escaped(&raw.url)));
@@ -430,18 +444,8 @@ fn check_apache(raw: &RawApache, interval: u64, problems: &mut Vec<String>) -> A
     if raw.max_workers == Some(0) {
         problems.push("apache.max_workers: must be at least 1".to_owned());
     }
-    ApacheConfig {
-        url: raw.url.clone(),
-        max_workers: raw.max_workers,
-        timeout: source_timeout(
-            "apache.timeout_secs",
-            raw.timeout_secs,
-            DEFAULT_SOURCE_TIMEOUT_SECS,
-            interval,
-            problems,
-        ),
-        every: source_every("apache.interval_secs", raw.interval_secs, interval, problems),
-    }
+    let (timeout, every) = source_schedule("apache", raw.timeout_secs, raw.interval_secs, interval, problems);
+    ApacheConfig { url: raw.url.clone(), max_workers: raw.max_workers, timeout, every }
 }
 
 fn check_mysql(raw: &RawMysql, interval: u64, problems: &mut Vec<String>) -> MysqlConfig {
@@ -476,36 +480,16 @@ fn check_mysql(raw: &RawMysql, interval: u64, problems: &mut Vec<String>) -> Mys
         }
         (None, None) => None,
     };
-    MysqlConfig {
-        target,
-        user: raw.user.clone(),
-        password,
-        timeout: source_timeout(
-            "mysql.timeout_secs",
-            raw.timeout_secs,
-            DEFAULT_SOURCE_TIMEOUT_SECS,
-            interval,
-            problems,
-        ),
-        every: source_every("mysql.interval_secs", raw.interval_secs, interval, problems),
-    }
+    let (timeout, every) = source_schedule("mysql", raw.timeout_secs, raw.interval_secs, interval, problems);
+    MysqlConfig { target, user: raw.user.clone(), password, timeout, every }
 }
 
 fn check_memcached(raw: &RawMemcached, interval: u64, problems: &mut Vec<String>) -> MemcachedConfig {
     if raw.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
         problems.push(format!("memcached.address: {} is not host:port", name::escaped(&raw.address)));
     }
-    MemcachedConfig {
-        address: raw.address.clone(),
-        timeout: source_timeout(
-            "memcached.timeout_secs",
-            raw.timeout_secs,
-            DEFAULT_SOURCE_TIMEOUT_SECS,
-            interval,
-            problems,
-        ),
-        every: source_every("memcached.interval_secs", raw.interval_secs, interval, problems),
-    }
+    let (timeout, every) = source_schedule("memcached", raw.timeout_secs, raw.interval_secs, interval, problems);
+    MemcachedConfig { address: raw.address.clone(), timeout, every }
 }
 
 fn check_exec(raw: &[RawExec], interval: u64, problems: &mut Vec<String>) -> Vec<ExecConfig> {
