@@ -2,8 +2,9 @@
 //! one sender task per collector deliver it.
 //!
 //! Tasks of a running agent, all on one current-thread runtime: the collect loop
-//! (host metrics on the runtime thread, application sources on the blocking pool,
-//! see [`crate::collect::apps`]), one sender per collector, one task per exec plugin
+//! (host metrics and application sources on the runtime thread, a slow blocking
+//! source on the blocking pool, see [`crate::collect::apps`]), one sender per
+//! collector, one task per exec plugin
 //! (whose newest readings wait in [`ExecResults`]) and the send socket server
 //! (whose pushes wait in [`CustomMetrics`]). Everything a collection gathered goes
 //! into the same batch.

@@ -113,8 +113,8 @@ fn main() -> ExitCode {
 }
 
 fn runtime(config: Option<&AgentConfig>) -> anyhow::Result<tokio::runtime::Runtime> {
-    // Application sources run on the blocking pool once per interval; keeping their
-    // threads a little longer than that reuses them instead of starting new ones.
+    // A slow blocking source runs on the blocking pool once per interval; keeping its
+    // thread a little longer than that reuses it instead of starting a new one.
     let keep = config.map_or(Duration::from_secs(10), |c| c.interval + Duration::from_secs(5));
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,7 +15,7 @@
 use std::io::Read as _;
 use std::time::{Duration, Instant};
 
-use super::apps::{AppError, AppSource, ParseError};
+use super::apps::{done, AppError, AppSource, Collecting, ParseError};
 use super::rate::ServerCounters;
 use super::{counter, gauge, Reading};
 use crate::config::ApacheConfig;
@@ -220,7 +220,13 @@ impl AppSource for ApacheSource {
         self.config.every
     }
 
-    fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
+    fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
+        done(self.read(out))
+    }
+}
+
+impl ApacheSource {
+    fn read(&mut self, out: &mut Vec<Reading>) -> Result<(), AppError> {
         let resp = self.http.get(&self.config.url).call().map_err(|e| AppError::Http(e.to_string()))?;
         // Rates are computed over the time the server answered, not when we asked.
         let now = Instant::now();

@@ -3,16 +3,17 @@
 //!
 //! This module owns *when* and *where* a source runs and what its failure looks like;
 //! each source module owns talking to its server and turning the answer into
-//! readings. Sources do blocking I/O (a MySQL client, an HTTP request). A local server
-//! answers in well under a millisecond, and handing such a call to another thread and
-//! back cost more CPU than the call (two thread wake-ups, about 100 µs a source per
-//! collection), so a source runs on the runtime thread while it is fast. One that takes
-//! longer than [`INLINE_BUDGET`] (a slow or hanging server) moves to tokio's blocking
-//! pool for [`OFFLOAD_COLLECTIONS`] collections, so the senders are not held up again;
-//! there all offloaded sources run at once and the batch waits for each at most its
-//! own timeout (plus a little grace): a server that hangs costs its own metrics, not
-//! the host's. A source still busy at the next interval is not started a second time;
-//! it reports down until it returns.
+//! readings. Apache and memcached do blocking I/O (an HTTP request, a socket). A local
+//! server answers in well under a millisecond, and handing such a call to another
+//! thread and back cost more CPU than the call (two thread wake-ups, about 100 µs a
+//! source per collection), so a blocking source runs on the runtime thread while it is
+//! fast. One that takes longer than [`INLINE_BUDGET`] (a slow or hanging server) moves
+//! to tokio's blocking pool for [`OFFLOAD_COLLECTIONS`] collections, so the senders are
+//! not held up again; there all offloaded sources run at once and the batch waits for
+//! each at most its own timeout (plus a little grace): a server that hangs costs its
+//! own metrics, not the host's. A source still busy at the next interval is not started
+//! a second time; it reports down until it returns. MySQL's client is async: it is
+//! awaited on the runtime thread, never blocks it, and is cut off at its timeout.
 //!
 //! Every source reports `<source>_up`: 1 when this collection worked, 0 when not. The
 //! log gets one line per change of state — down with the reason, up again — and the
@@ -21,6 +22,8 @@
 
 use std::borrow::Cow;
 use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -53,7 +56,7 @@ pub enum AppError {
     #[error("HTTP request failed: {0}")]
     Http(String),
     #[error(transparent)]
-    Mysql(#[from] mysql::Error),
+    Mysql(#[from] sqlx::Error),
     #[error("unexpected answer: {0}")]
     Parse(#[from] ParseError),
     #[error("no answer within {0:?}")]
@@ -73,8 +76,19 @@ pub enum ParseError {
     Invalid(&'static str),
 }
 
-/// One application source. `collect` blocks on its server, bounded by its own I/O
-/// timeouts; it runs in place while fast, else on a blocking thread.
+/// One collection of a source. A blocking source has done its work by the time it
+/// returns this (an answer ready at the first poll); an async one does it when
+/// awaited.
+pub(crate) type Collecting<'a> = Pin<Box<dyn Future<Output = Result<(), AppError>> + Send + 'a>>;
+
+/// A blocking source's collection, already done.
+pub(crate) fn done<'a>(result: Result<(), AppError>) -> Collecting<'a> {
+    Box::pin(std::future::ready(result))
+}
+
+/// One application source. A blocking one (the default) blocks on its server in
+/// `collect`, bounded by its own I/O timeouts, and runs in place while fast, else on a
+/// blocking thread; an async one is awaited on the runtime thread.
 pub(crate) trait AppSource: Send + 'static {
     /// Prefix of the source's metrics and its name in the log (`apache`).
     fn name(&self) -> &'static str;
@@ -92,8 +106,13 @@ pub(crate) trait AppSource: Send + 'static {
     fn begin(&mut self) -> bool {
         false
     }
-    /// Reads the server once at `now`; appends readings only when it returns `Ok`.
-    fn collect(&mut self, now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError>;
+    /// Whether `collect` does its I/O before it returns (and so holds up the thread
+    /// it runs on) rather than when its answer is awaited.
+    fn blocks(&self) -> bool {
+        true
+    }
+    /// Reads the server once at `now`; appends readings only when it ends in `Ok`.
+    fn collect<'a>(&'a mut self, now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a>;
 }
 
 /// Up/down state of one source, for the `_up` metric and one log line per change.
@@ -157,6 +176,8 @@ struct Slot {
     health: Health,
     /// Collections left on the blocking pool; 0: runs on the runtime thread.
     offload: u32,
+    /// A blocking source (see [`AppSource::blocks`]).
+    blocks: bool,
     every: u32,
     /// Collections to pass over before this source is read again.
     skip: u32,
@@ -201,6 +222,7 @@ impl AppSet {
                 timeout: s.timeout(),
                 health: Health::new(s.name()),
                 every: s.every().max(1),
+                blocks: s.blocks(),
                 skip: 0,
                 skipped: false,
                 source: Some(s),
@@ -246,9 +268,13 @@ impl AppSet {
                 if let Some(source) = slot.source.as_mut() {
                     let began = Instant::now();
                     let mut readings = Vec::new();
-                    let result = source.collect(began, &mut readings).map(|()| readings);
+                    let limit = slot.timeout + GRACE;
+                    let result = match tokio::time::timeout(limit, source.collect(began, &mut readings)).await {
+                        Ok(result) => result.map(|()| readings),
+                        Err(_) => Err(AppError::Overrun(slot.timeout)),
+                    };
                     let took = began.elapsed();
-                    if took > INLINE_BUDGET {
+                    if slot.blocks && took > INLINE_BUDGET {
                         tracing::info!(
                             source = slot.name,
                             ms = took.as_millis() as u64,
@@ -265,9 +291,12 @@ impl AppSet {
             // A source still running from last time is waited for below, not restarted.
             if slot.running.is_none() {
                 if let Some(mut source) = slot.source.take() {
+                    let runtime = tokio::runtime::Handle::current();
                     slot.running = Some(tokio::task::spawn_blocking(move || {
                         let mut readings = Vec::new();
-                        let result = source.collect(Instant::now(), &mut readings);
+                        // Only blocking sources come here: the work is done in
+                        // `collect`, and the answer is ready at the first poll.
+                        let result = runtime.block_on(source.collect(Instant::now(), &mut readings));
                         (source, readings, result)
                     }));
                 }
@@ -309,21 +338,6 @@ impl AppSet {
     pub fn skipped(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.slots.iter().filter(|s| s.skipped).map(|s| s.name)
     }
-
-    /// Like [`collect`](Self::collect) but on the calling thread, one source after
-    /// the other (for `ganglion-agent --once`).
-    pub fn collect_blocking(&mut self, out: &mut Vec<Reading>) {
-        for slot in &mut self.slots {
-            let result = match slot.source.as_mut() {
-                Some(source) => {
-                    let mut readings = Vec::new();
-                    source.collect(Instant::now(), &mut readings).map(|()| readings)
-                }
-                None => Err(AppError::Lost("it panicked earlier".into())),
-            };
-            finish(slot.name, &mut slot.health, result, out);
-        }
-    }
 }
 
 fn finish(name: &'static str, health: &mut Health, result: Result<Vec<Reading>, AppError>, out: &mut Vec<Reading>) {
@@ -358,9 +372,9 @@ mod tests {
         fn timeout(&self) -> Duration {
             Duration::from_millis(200)
         }
-        fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
+        fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
-            match self.steps.get(n).copied().flatten() {
+            let result = match self.steps.get(n).copied().flatten() {
                 Some(ms) => {
                     std::thread::sleep(Duration::from_millis(ms));
                     out.push(gauge("fake_value", "", "fake", "", n as f64));
@@ -370,7 +384,8 @@ mod tests {
                     what: "connecting",
                     source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
                 }),
-            }
+            };
+            done(result)
         }
     }
 
@@ -429,10 +444,10 @@ mod tests {
         fn timeout(&self) -> Duration {
             Duration::from_secs(1)
         }
-        fn collect(&mut self, _now: Instant, _out: &mut Vec<Reading>) -> Result<(), AppError> {
+        fn collect<'a>(&'a mut self, _now: Instant, _out: &'a mut Vec<Reading>) -> Collecting<'a> {
             self.0.lock().unwrap().push(std::thread::current().id());
             std::thread::sleep(Duration::from_millis(self.1));
-            Ok(())
+            done(Ok(()))
         }
     }
 
@@ -456,6 +471,47 @@ mod tests {
         assert_eq!(apps.slots[1].offload, OFFLOAD_COLLECTIONS - 2);
     }
 
+    /// An async source that answers after `self.0` ms and counts its answers.
+    struct Waits(&'static str, u64, Arc<AtomicU32>);
+
+    impl AppSource for Waits {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_millis(200)
+        }
+        fn blocks(&self) -> bool {
+            false
+        }
+        fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(self.1)).await;
+                self.2.fetch_add(1, Ordering::SeqCst);
+                out.push(gauge(format!("{}_value", self.0), "", "waits", "", 1.0));
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_async_source_is_cut_off_at_its_timeout_and_stays_on_the_runtime_thread() {
+        let answers = Arc::new(AtomicU32::new(0));
+        let mut apps = AppSet::from_sources(vec![
+            Box::new(Waits("hangs", 5_000, answers.clone())),
+            Box::new(Waits("slow", INLINE_BUDGET.as_millis() as u64 + 20, answers.clone())),
+        ]);
+        let mut out = Vec::new();
+        let t0 = std::time::Instant::now();
+        apps.collect(&mut out).await;
+        assert!(t0.elapsed() < Duration::from_millis(1_000), "waited {:?}", t0.elapsed());
+        assert_eq!((value(&out, "hangs_up"), value(&out, "hangs_value")), (Some(0.0), None));
+        assert_eq!((value(&out, "slow_up"), value(&out, "slow_value")), (Some(1.0), Some(1.0)));
+        assert_eq!(answers.load(Ordering::SeqCst), 1, "the hanging collection was dropped, not left running");
+        // Waiting does not hold up the thread, so neither moves to the blocking pool.
+        assert!(apps.slots.iter().all(|s| s.offload == 0 && s.running.is_none()));
+    }
+
     /// Logs its `begin` and `collect` calls; sends ahead when `ahead`.
     struct Logged(&'static str, bool, Arc<std::sync::Mutex<Vec<String>>>);
 
@@ -470,9 +526,9 @@ mod tests {
             self.2.lock().unwrap().push(format!("begin {}", self.0));
             self.1
         }
-        fn collect(&mut self, _now: Instant, _out: &mut Vec<Reading>) -> Result<(), AppError> {
+        fn collect<'a>(&'a mut self, _now: Instant, _out: &'a mut Vec<Reading>) -> Collecting<'a> {
             self.2.lock().unwrap().push(format!("collect {}", self.0));
-            Ok(())
+            done(Ok(()))
         }
     }
 
@@ -504,9 +560,9 @@ mod tests {
         fn every(&self) -> u32 {
             self.0
         }
-        fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
+        fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
             out.push(gauge("every_value", "", "every", "", f64::from(self.1.fetch_add(1, Ordering::SeqCst))));
-            Ok(())
+            done(Ok(()))
         }
     }
 

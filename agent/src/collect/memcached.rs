@@ -13,7 +13,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use super::apps::{AppError, AppSource, ParseError};
+use super::apps::{done, AppError, AppSource, Collecting, ParseError};
 use super::rate::ServerCounters;
 use super::{counter, gauge, Reading};
 use crate::config::MemcachedConfig;
@@ -244,7 +244,13 @@ impl AppSource for MemcachedSource {
         self.sent
     }
 
-    fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
+    fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
+        done(self.read(out))
+    }
+}
+
+impl MemcachedSource {
+    fn read(&mut self, out: &mut Vec<Reading>) -> Result<(), AppError> {
         let stats = self.stats()?;
         push_stats(out, &stats, &mut self.counters, Instant::now());
         Ok(())
@@ -307,16 +313,16 @@ mod tests {
         let mut src = MemcachedSource::new(MemcachedConfig { address, timeout: Duration::from_secs(2), every: 1 });
         assert!(!src.begin(), "nothing to send ahead on before the first connection");
         let mut out = Vec::new();
-        src.collect(Instant::now(), &mut out).unwrap();
+        src.read(&mut out).unwrap();
         assert!(src.begin());
         out.clear();
-        src.collect(Instant::now(), &mut out).unwrap();
+        src.read(&mut out).unwrap();
         assert_eq!(value(&out, "memcached_limit_maxbytes"), Some(16.0 * 1024.0 * 1024.0));
         // The server closed that connection after two answers: the request sent ahead
         // gets no answer and the collection is made again on a new connection.
         src.begin();
         out.clear();
-        src.collect(Instant::now(), &mut out).unwrap();
+        src.read(&mut out).unwrap();
         assert_eq!(value(&out, "memcached_curr_items"), Some(1.0));
         drop(src);
         server.join().unwrap();

@@ -12,9 +12,9 @@
 //! and are left out for an interval in which their denominator did not move.
 //!
 //! One connection is kept open between collections (a reconnect per interval would
-//! cost an authentication each time and show up in `Connections`); any error drops
-//! it and the next collection reconnects, and it is replaced every
-//! [`RECONNECT_EVERY`] collections to give back the client's buffers. The status is
+//! cost an authentication each time and show up in `Connections`); any error or
+//! timeout drops it and the next collection reconnects. The client is async and runs
+//! on the agent's runtime thread, so a slow server holds up nothing else. The status is
 //! read every collection; the variables, which change only by an administrator's
 //! hand, and the replica status of a server that is not a replica are read after each
 //! connect and then every [`REREAD_EVERY`] collections, which keeps a collection to
@@ -23,11 +23,14 @@
 //! without it the replica metrics are left out and the rest is reported.
 //! `docs/METRICS.md` has the GRANT.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mysql::prelude::Queryable;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlRow, MySqlSslMode};
+use sqlx::{AssertSqlSafe, Column as _, ConnectOptions as _, Row as _};
+use tokio::time::timeout_at;
 
-use super::apps::{AppError, AppSource};
+use super::apps::{AppError, AppSource, Collecting};
 use super::rate::ServerCounters;
 use super::{counter, gauge, Reading};
 use crate::config::{MysqlConfig, MysqlTarget};
@@ -173,18 +176,18 @@ impl MysqlStatus {
     }
 }
 
+/// Column `i` of a row of the text protocol as text; `None` for NULL.
+fn text(row: &MySqlRow, i: usize) -> Option<&str> {
+    row.try_get_unchecked::<Option<&str>, _>(i).ok().flatten()
+}
+
 /// Runs `SHOW GLOBAL STATUS` and reads its rows in place, without an owned string
 /// per name and value: this runs every collection.
-fn read_status(conn: &mut mysql::Conn, query: &str) -> Result<MysqlStatus, mysql::Error> {
+async fn read_status(conn: &mut MySqlConnection, query: &Arc<str>) -> Result<MysqlStatus, sqlx::Error> {
     let mut s = MysqlStatus::default();
-    for row in conn.query_iter(query)? {
-        let row = row?;
-        let text = |i| match row.as_ref(i) {
-            Some(mysql::Value::Bytes(b)) => std::str::from_utf8(b).ok(),
-            _ => None,
-        };
-        if let Some(name) = text(0) {
-            s.record(name, text(1));
+    for row in sqlx::raw_sql(AssertSqlSafe(query.clone())).fetch_all(conn).await? {
+        if let Some(name) = text(&row, 0) {
+            s.record(name, text(&row, 1));
         }
     }
     Ok(s)
@@ -384,26 +387,26 @@ impl ReplicaQuery {
 /// server that is not a replica): 5 minutes at the default interval.
 const REREAD_EVERY: u32 = 20;
 
-/// Collections over one connection before it is replaced (15 minutes at the default
-/// interval). The client reads and writes through two 4 MiB buffers that it fills
-/// from front to back and rewinds only once full, so every collection leaves about
-/// another kilobyte of them resident: a day on one connection would add megabytes to
-/// an agent of 4 MiB. A new connection starts with fresh buffers; it costs one login
-/// per 15 minutes (one more in the server's `Connections`).
-const RECONNECT_EVERY: u32 = 60;
-
 /// MySQL server error codes the source reacts to.
 const ER_PARSE_ERROR: u16 = 1064;
 const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
 const ER_ACCESS_DENIED: u16 = 1045;
 
+/// The server's error number, for an error the server sent.
+fn server_error(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(db) => db.try_downcast_ref::<MySqlDatabaseError>().map(MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
 /// The MySQL/MariaDB source.
 pub(crate) struct MysqlSource {
     config: MysqlConfig,
-    conn: Option<mysql::Conn>,
+    conn: Option<MySqlConnection>,
     counters: ServerCounters,
-    status_query: String,
-    variables_query: String,
+    status_query: Arc<str>,
+    variables_query: Arc<str>,
     replica_query: ReplicaQuery,
     /// The variables as last read.
     variables: Option<MysqlVariables>,
@@ -411,8 +414,6 @@ pub(crate) struct MysqlSource {
     is_replica: bool,
     /// Collections since the variables were read.
     since_reread: u32,
-    /// Collections over the open connection.
-    since_connect: u32,
 }
 
 impl MysqlSource {
@@ -421,53 +422,60 @@ impl MysqlSource {
             config,
             conn: None,
             counters: ServerCounters::default(),
-            status_query: in_list("SHOW GLOBAL STATUS", RATES.iter().map(|r| r.1).chain(OTHER_STATUS)),
-            variables_query: in_list("SHOW GLOBAL VARIABLES", VARIABLES),
+            status_query: in_list("SHOW GLOBAL STATUS", RATES.iter().map(|r| r.1).chain(OTHER_STATUS)).into(),
+            variables_query: in_list("SHOW GLOBAL VARIABLES", VARIABLES).into(),
             replica_query: ReplicaQuery::Replica,
             variables: None,
             is_replica: false,
             since_reread: 0,
-            since_connect: 0,
         }
     }
 
-    fn connect(&self) -> Result<mysql::Conn, mysql::Error> {
-        let t = Some(self.config.timeout);
-        let mut opts = mysql::OptsBuilder::new()
-            .user(Some(&self.config.user))
-            .pass(self.config.password.as_ref().map(|p| p.0.as_str()))
-            .prefer_socket(false)
-            .tcp_connect_timeout(t)
-            .read_timeout(t)
-            .write_timeout(t)
-            .stmt_cache_size(0);
+    async fn connect(&self) -> Result<MySqlConnection, sqlx::Error> {
+        // The session is left as the server sets it up: the client's usual `SET` of
+        // sql_mode, time zone and character set after login would be one more
+        // statement per connection, and the agent reads only numbers and names.
+        let mut opts = MySqlConnectOptions::new()
+            .username(&self.config.user)
+            .ssl_mode(MySqlSslMode::Disabled)
+            .statement_cache_capacity(0)
+            .pipes_as_concat(false)
+            .no_engine_substitution(false)
+            .timezone(None)
+            .set_names(false)
+            .disable_statement_logging();
+        if let Some(p) = &self.config.password {
+            opts = opts.password(&p.0);
+        }
         opts = match &self.config.target {
-            MysqlTarget::Tcp { host, port } => opts.ip_or_hostname(Some(host)).tcp_port(*port),
-            MysqlTarget::Socket(path) => opts.socket(Some(path.to_string_lossy())),
+            MysqlTarget::Tcp { host, port } => opts.host(host).port(*port),
+            MysqlTarget::Socket(path) => opts.socket(path),
         };
-        mysql::Conn::new(opts)
+        opts.connect().await
     }
 
     /// One collection over an open connection: the status, and the variables and
     /// replica status when they are due.
-    fn query(&mut self, conn: &mut mysql::Conn) -> Result<Answers, mysql::Error> {
-        let status = read_status(conn, &self.status_query)?;
+    async fn query(&mut self, conn: &mut MySqlConnection) -> Result<Answers, sqlx::Error> {
+        let status = read_status(conn, &self.status_query).await?;
         let reread = self.variables.is_none() || self.since_reread >= REREAD_EVERY;
-        let variables: Option<Vec<Pair>> = if reread { Some(conn.query(&self.variables_query)?) } else { None };
+        let variables = if reread {
+            let rows = sqlx::raw_sql(AssertSqlSafe(self.variables_query.clone())).fetch_all(&mut *conn).await?;
+            let pairs = rows.iter().filter_map(|r| Some((text(r, 0)?, text(r, 1))));
+            Some(parse_variables(pairs))
+        } else {
+            None
+        };
         let replica = loop {
             if self.replica_query == ReplicaQuery::Denied || !(reread || self.is_replica) {
                 break None;
             }
-            match replica_row(conn, self.replica_query.text()) {
-                Ok(row) => break row.and_then(|r| parse_replica(r.iter().map(|(c, v)| (c.as_str(), v.as_deref())))),
-                Err(mysql::Error::MySqlError(e))
-                    if e.code == ER_PARSE_ERROR && self.replica_query == ReplicaQuery::Replica =>
-                {
+            match sqlx::raw_sql(self.replica_query.text()).fetch_optional(&mut *conn).await {
+                Ok(row) => break row.as_ref().and_then(|r| parse_replica(row_pairs(r))),
+                Err(e) if server_error(&e) == Some(ER_PARSE_ERROR) && self.replica_query == ReplicaQuery::Replica => {
                     self.replica_query = ReplicaQuery::Slave;
                 }
-                Err(mysql::Error::MySqlError(e))
-                    if e.code == ER_SPECIFIC_ACCESS_DENIED || e.code == ER_ACCESS_DENIED =>
-                {
+                Err(e) if matches!(server_error(&e), Some(ER_SPECIFIC_ACCESS_DENIED | ER_ACCESS_DENIED)) => {
                     tracing::warn!(
                         user = %self.config.user,
                         error = %e,
@@ -480,30 +488,50 @@ impl MysqlSource {
         };
         Ok((status, variables, replica))
     }
+
+    /// One collection, connecting first if needed; everything within `timeout`.
+    async fn read(&mut self, out: &mut Vec<Reading>) -> Result<(), AppError> {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let late = |what| AppError::Io { what, source: std::io::ErrorKind::TimedOut.into() };
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                let c = timeout_at(deadline, self.connect()).await.map_err(|_| late("connecting to MySQL"))??;
+                if self.replica_query == ReplicaQuery::Denied {
+                    // Grants may have changed since; ask once more.
+                    self.replica_query = ReplicaQuery::Replica;
+                }
+                // A new connection may be to a restarted or reconfigured server.
+                self.variables = None;
+                c
+            }
+        };
+        // On error or timeout the connection is dropped here, in whatever state the
+        // protocol was left, and made again next time.
+        let (status, variables, replica) =
+            timeout_at(deadline, self.query(&mut conn)).await.map_err(|_| late("waiting for MySQL's answer"))??;
+        let now = Instant::now();
+        self.conn = Some(conn);
+        self.since_reread += 1;
+        if let Some(v) = variables {
+            self.variables = Some(v);
+            self.is_replica = replica.is_some();
+            self.since_reread = 0;
+        } else if self.is_replica {
+            self.is_replica = replica.is_some();
+        }
+        let v = self.variables.clone().unwrap_or_default();
+        push_status(out, &status, &v, replica.as_ref(), &mut self.counters, now);
+        Ok(())
+    }
 }
 
-type Pair = (String, Option<String>);
-
 /// Rows of one collection: status, variables if read, and the replica row if any.
-type Answers = (MysqlStatus, Option<Vec<Pair>>, Option<Replica>);
+type Answers = (MysqlStatus, Option<MysqlVariables>, Option<Replica>);
 
-/// The first row of a statement as (column, value) pairs; `None` for no row.
-fn replica_row(conn: &mut mysql::Conn, query: &str) -> Result<Option<Vec<Pair>>, mysql::Error> {
-    let row: Option<mysql::Row> = conn.query_first(query)?;
-    Ok(row.map(|row| {
-        row.columns_ref()
-            .iter()
-            .enumerate()
-            .map(|(i, col)| {
-                let value = match row.as_ref(i) {
-                    None | Some(mysql::Value::NULL) => None,
-                    Some(mysql::Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-                    Some(v) => Some(v.as_sql(true).trim_matches('\'').to_owned()),
-                };
-                (col.name_str().into_owned(), value)
-            })
-            .collect()
-    }))
+/// A row as (column name, value) pairs.
+fn row_pairs(row: &MySqlRow) -> impl Iterator<Item = (&str, Option<&str>)> {
+    row.columns().iter().enumerate().map(|(i, col)| (col.name(), text(row, i)))
 }
 
 impl AppSource for MysqlSource {
@@ -517,40 +545,12 @@ impl AppSource for MysqlSource {
     fn every(&self) -> u32 {
         self.config.every
     }
+    fn blocks(&self) -> bool {
+        false
+    }
 
-    fn collect(&mut self, _now: Instant, out: &mut Vec<Reading>) -> Result<(), AppError> {
-        let mut conn = match self.conn.take() {
-            Some(c) if self.since_connect < RECONNECT_EVERY => c,
-            old => {
-                // The old connection, if any, says goodbye to the server as it drops.
-                drop(old);
-                self.since_connect = 0;
-                let c = self.connect()?;
-                if self.replica_query == ReplicaQuery::Denied {
-                    // Grants may have changed since; ask once more.
-                    self.replica_query = ReplicaQuery::Replica;
-                }
-                // A new connection may be to a restarted or reconfigured server.
-                self.variables = None;
-                c
-            }
-        };
-        // On error the connection is dropped here and made again next time.
-        let (status, variables, replica) = self.query(&mut conn)?;
-        let now = Instant::now();
-        self.conn = Some(conn);
-        self.since_connect += 1;
-        self.since_reread += 1;
-        if let Some(rows) = variables {
-            self.variables = Some(parse_variables(rows.iter().map(|(k, v)| (k.as_str(), v.as_deref()))));
-            self.is_replica = replica.is_some();
-            self.since_reread = 0;
-        } else if self.is_replica {
-            self.is_replica = replica.is_some();
-        }
-        let v = self.variables.clone().unwrap_or_default();
-        push_status(out, &status, &v, replica.as_ref(), &mut self.counters, now);
-        Ok(())
+    fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
+        Box::pin(self.read(out))
     }
 }
 
