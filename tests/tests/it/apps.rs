@@ -302,7 +302,7 @@ fn mariadb_counters_follow_known_queries_and_agree_with_mysqladmin() {
 /// the server's `Connections`, per collection); when the server ends that session the
 /// next collection reports MySQL down once and the one after logs in again.
 #[test]
-fn mariadb_session_is_kept_across_collections_and_a_killed_one_is_replaced() {
+fn mariadb_session_is_kept_across_collections_and_a_killed_one_is_replaced_and_root_needs_no_password() {
     let db = Peer::mariadb();
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(dir.path(), "");
@@ -345,6 +345,28 @@ fn mariadb_session_is_kept_across_collections_and_a_killed_one_is_replaced() {
     assert!(rec.last("load_one").is_some(), "host metrics kept flowing");
     let log = agent.log();
     assert!(log.matches("source is down").count() <= 1, "one line for the failure at most:\n{log}");
+
+    // MariaDB's root logs in through the socket by its Unix user, without a password
+    // (the harness and the agent run as the same user).
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    let as_root =
+        config.replace(&format!("user = \"{MYSQL_USER}\"\npassword = \"{MYSQL_PASSWORD}\"\n"), "user = \"root\"\n");
+    assert_ne!(as_root, config, "the [mysql] section was rewritten");
+    let root = dir.path().join("agent-root.toml");
+    std::fs::write(&root, as_root).unwrap();
+    let out = Command::new(bin("ganglion-agent"))
+        .args(["--once", "--over-secs", "0.3", "--config"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let up = table.lines().find(|l| l.starts_with("mysql_up ")).map(|l| l.split_whitespace().nth(1));
+    assert_eq!(
+        up,
+        Some(Some("1")),
+        "socket login without a password:\n{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
