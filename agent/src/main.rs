@@ -128,7 +128,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         return send(&args.config, s);
     }
     if args.once {
-        let config = AgentConfig::load(&args.config).ok();
+        // Without a config file the table shows this host's metrics; a file that is
+        // there but wrong is an error, not a silent host-only table.
+        let config = match AgentConfig::load(&args.config) {
+            Ok(c) => Some(c),
+            Err(_) if !args.config.try_exists().unwrap_or(true) => {
+                eprintln!("ganglion-agent: {} does not exist; host metrics only.", args.config.display());
+                None
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", args.config.display())),
+        };
         let over = Duration::try_from_secs_f64(args.over_secs).context("--over-secs")?;
         let readings = runtime(config.as_ref())?.block_on(ganglion_agent::collect_once(config.as_ref(), over));
         print!("{}", ganglion_agent::collect::render_table(&readings));

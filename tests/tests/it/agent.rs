@@ -217,6 +217,24 @@ fn once_prints_a_table_of_host_metrics() {
     }
 }
 
+/// Without a config file `--once` shows the host; with a broken one it says what is
+/// wrong and fails, rather than printing a table without the configured sources.
+#[test]
+fn once_with_a_broken_config_fails_and_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("agent.toml");
+    std::fs::write(&bad, "collectors = [\"127.0.0.1:8649\"]\n[mysql]\nsocket = \"/run/mysqld/mysqld.sock\"\n").unwrap();
+    let out = Command::new(bin("ganglion-agent"))
+        .args(["--once", "--over-secs", "0.1", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken config passed: {err}");
+    assert!(err.contains("agent.toml") && err.contains("missing field `cluster`"), "{err}");
+    assert!(out.stdout.is_empty(), "no table: {}", String::from_utf8_lossy(&out.stdout));
+}
+
 #[test]
 fn check_config_reports_line_and_column_and_fails() {
     let dir = tempfile::tempdir().unwrap();
