@@ -235,7 +235,10 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                apps.close().await;
+                return;
+            }
         }
         let mut readings = host.collect(Instant::now());
         apps.collect(&mut readings).await;
@@ -313,6 +316,7 @@ pub async fn collect_once(config: Option<&AgentConfig>, over: Duration) -> Vec<R
     let mut out = host.collect(Instant::now());
     if let Some(a) = apps.as_mut() {
         a.collect(&mut out).await;
+        a.close().await;
     }
     for plugin in config.map_or(&[][..], |c| &c.exec) {
         let mut health = collect::apps::Health::new(format!("exec_{}", plugin.name));

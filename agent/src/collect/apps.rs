@@ -113,6 +113,11 @@ pub(crate) trait AppSource: Send + 'static {
     }
     /// Reads the server once at `now`; appends readings only when it ends in `Ok`.
     fn collect<'a>(&'a mut self, now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a>;
+    /// Ends a kept session the way the server expects when the agent stops, so it is
+    /// not counted as an aborted client.
+    fn close(&mut self) -> Collecting<'_> {
+        done(Ok(()))
+    }
 }
 
 /// Up/down state of one source, for the `_up` metric and one log line per change.
@@ -330,6 +335,18 @@ impl AppSet {
         self.collect(&mut Vec::new()).await;
         for slot in &mut self.slots {
             slot.skip = 0;
+        }
+    }
+
+    /// Closes the sources' sessions, each within its timeout, when the agent stops; a
+    /// source still busy on the blocking pool is left to end with the process.
+    pub async fn close(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(source) = slot.source.as_mut() {
+                if let Ok(Err(e)) = tokio::time::timeout(slot.timeout, source.close()).await {
+                    tracing::debug!(source = slot.name, error = %e, "Closing the session failed.");
+                }
+            }
         }
     }
 

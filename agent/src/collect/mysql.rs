@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlRow, MySqlSslMode};
-use sqlx::{AssertSqlSafe, Column as _, ConnectOptions as _, Row as _};
+use sqlx::{AssertSqlSafe, Column as _, ConnectOptions as _, Connection as _, Row as _};
 use tokio::time::timeout_at;
 
 use super::apps::{AppError, AppSource, Collecting};
@@ -551,6 +551,16 @@ impl AppSource for MysqlSource {
 
     fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
         Box::pin(self.read(out))
+    }
+
+    fn close(&mut self) -> Collecting<'_> {
+        let conn = self.conn.take();
+        Box::pin(async move {
+            match conn {
+                Some(c) => c.close().await.map_err(AppError::from),
+                None => Ok(()),
+            }
+        })
     }
 }
 

@@ -306,7 +306,7 @@ fn mariadb_session_is_kept_across_collections_and_a_killed_one_is_replaced_and_r
     let db = Peer::mariadb();
     let dir = tempfile::tempdir().unwrap();
     let c = Collector::start(dir.path(), "");
-    let agent = agent_with(dir.path(), &c, "apps-mariadb-session", &mysql_over_socket(&db));
+    let mut agent = agent_with(dir.path(), &c, "apps-mariadb-session", &mysql_over_socket(&db));
     let procs = [&agent.proc, &db.proc, &c.proc];
     let sessions = || -> Vec<String> {
         let out =
@@ -346,6 +346,10 @@ fn mariadb_session_is_kept_across_collections_and_a_killed_one_is_replaced_and_r
     let log = agent.log();
     assert!(log.matches("source is down").count() <= 1, "one line for the failure at most:\n{log}");
 
+    // From here on no session ends without its goodbye: neither `--once` nor the
+    // agent when it stops leaves an aborted client behind.
+    let aborted = || db.sql("SHOW GLOBAL STATUS LIKE 'Aborted_clients'").split_whitespace().nth(1).map(str::to_owned);
+    let aborted_before = aborted();
     // MariaDB's root logs in through the socket by its Unix user, without a password
     // (the harness and the agent run as the same user).
     let config = std::fs::read_to_string(&agent.config).unwrap();
@@ -367,6 +371,9 @@ fn mariadb_session_is_kept_across_collections_and_a_killed_one_is_replaced_and_r
         "socket login without a password:\n{table}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    agent.proc.terminate(Duration::from_secs(5));
+    assert!(sessions().is_empty(), "the agent's session ended with it");
+    assert_eq!(aborted(), aborted_before, "Aborted_clients moved: a session was dropped without QUIT");
 }
 
 #[test]
