@@ -588,6 +588,38 @@ mod tests {
     use crate::collect::tests::{app_fixture, value};
     use proptest::prelude::*;
 
+    /// A server that accepts the connection and never says a word is given up on at
+    /// the source's timeout, with a reason, and the next collection tries again.
+    #[tokio::test]
+    async fn a_server_that_never_greets_is_given_up_at_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let config = MysqlConfig {
+            target: MysqlTarget::Tcp { host: "127.0.0.1".into(), port },
+            user: "ganglion".into(),
+            password: None,
+            timeout: Duration::from_millis(300),
+            every: 1,
+        };
+        let mut src = MysqlSource::new(config);
+        for _ in 0..2 {
+            let t0 = std::time::Instant::now();
+            let mut out = Vec::new();
+            let err = src.collect(Instant::now(), &mut out).await.unwrap_err();
+            let took = t0.elapsed();
+            assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(800), "took {took:?}");
+            assert_eq!(err.to_string(), "connecting to MySQL: timed out");
+            assert!(out.is_empty() && src.conn.is_none());
+        }
+        held.abort();
+    }
+
     fn fixture_status() -> (MysqlStatus, MysqlVariables) {
         let s = app_fixture("mariadb-10.11-global-status.tsv");
         let v = app_fixture("mariadb-10.11-global-variables.tsv");
