@@ -20,7 +20,8 @@
 //! connect and then every [`REREAD_EVERY`] collections, which keeps a collection to
 //! one round trip. The queries need no privilege except the replica status, which
 //! needs `REPLICATION CLIENT` (MySQL) or `SLAVE MONITOR` (MariaDB 10.5 and later);
-//! without it the replica metrics are left out and the rest is reported.
+//! without it the replica metrics are left out and the rest is reported. The server
+//! applies such a GRANT to new sessions only, so it is asked for again after a login.
 //! `docs/METRICS.md` has the GRANT.
 
 use std::sync::Arc;
@@ -479,7 +480,7 @@ impl MysqlSource {
                     tracing::warn!(
                         user = %self.config.user,
                         error = %e,
-                        "MySQL user may not read the replica status; replication metrics are left out (see the GRANT in docs/METRICS.md)."
+                        "MySQL user may not read the replica status; replication metrics are left out (see the GRANT in docs/METRICS.md, then restart the agent: the server applies it to new sessions only)."
                     );
                     self.replica_query = ReplicaQuery::Denied;
                 }
