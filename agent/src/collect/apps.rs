@@ -12,8 +12,9 @@
 //! not held up again; there all offloaded sources run at once and the batch waits for
 //! each at most its own timeout (plus a little grace): a server that hangs costs its
 //! own metrics, not the host's. A source still busy at the next interval is not started
-//! a second time; it reports down until it returns. MySQL's client is async: it is
-//! awaited on the runtime thread, never blocks it, and is cut off at its timeout.
+//! a second time; it reports down until it returns. What counts is the time the
+//! `collect` call itself holds the thread: MySQL's client is async, returns at once
+//! and is awaited on the runtime thread without holding it, cut off at its timeout.
 //!
 //! Every source reports `<source>_up`: 1 when this collection worked, 0 when not. The
 //! log gets one line per change of state — down with the reason, up again — and the
@@ -86,9 +87,10 @@ pub(crate) fn done<'a>(result: Result<(), AppError>) -> Collecting<'a> {
     Box::pin(std::future::ready(result))
 }
 
-/// One application source. A blocking one (the default) blocks on its server in
-/// `collect`, bounded by its own I/O timeouts, and runs in place while fast, else on a
-/// blocking thread; an async one is awaited on the runtime thread.
+/// One application source. A blocking one blocks on its server in the `collect` call,
+/// bounded by its own I/O timeouts, and runs in place while that call is fast, else on
+/// a blocking thread; an async one returns at once and is awaited on the runtime
+/// thread.
 pub(crate) trait AppSource: Send + 'static {
     /// Prefix of the source's metrics and its name in the log (`apache`).
     fn name(&self) -> &'static str;
@@ -105,11 +107,6 @@ pub(crate) trait AppSource: Send + 'static {
     /// `collect` works whether or not this was called.
     fn begin(&mut self) -> bool {
         false
-    }
-    /// Whether `collect` does its I/O before it returns (and so holds up the thread
-    /// it runs on) rather than when its answer is awaited.
-    fn blocks(&self) -> bool {
-        true
     }
     /// Reads the server once at `now`; appends readings only when it ends in `Ok`.
     fn collect<'a>(&'a mut self, now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a>;
@@ -181,8 +178,6 @@ struct Slot {
     health: Health,
     /// Collections left on the blocking pool; 0: runs on the runtime thread.
     offload: u32,
-    /// A blocking source (see [`AppSource::blocks`]).
-    blocks: bool,
     every: u32,
     /// Collections to pass over before this source is read again.
     skip: u32,
@@ -227,7 +222,6 @@ impl AppSet {
                 timeout: s.timeout(),
                 health: Health::new(s.name()),
                 every: s.every().max(1),
-                blocks: s.blocks(),
                 skip: 0,
                 skipped: false,
                 source: Some(s),
@@ -273,13 +267,15 @@ impl AppSet {
                 if let Some(source) = slot.source.as_mut() {
                     let began = Instant::now();
                     let mut readings = Vec::new();
-                    let limit = slot.timeout + GRACE;
-                    let result = match tokio::time::timeout(limit, source.collect(began, &mut readings)).await {
+                    let collecting = source.collect(began, &mut readings);
+                    // A blocking source did its I/O in that call, holding up the
+                    // thread; an async one does it now, while the thread serves others.
+                    let took = began.elapsed();
+                    let result = match tokio::time::timeout(slot.timeout + GRACE, collecting).await {
                         Ok(result) => result.map(|()| readings),
                         Err(_) => Err(AppError::Overrun(slot.timeout)),
                     };
-                    let took = began.elapsed();
-                    if slot.blocks && took > INLINE_BUDGET {
+                    if took > INLINE_BUDGET {
                         tracing::info!(
                             source = slot.name,
                             ms = took.as_millis() as u64,
@@ -299,8 +295,8 @@ impl AppSet {
                     let runtime = tokio::runtime::Handle::current();
                     slot.running = Some(tokio::task::spawn_blocking(move || {
                         let mut readings = Vec::new();
-                        // Only blocking sources come here: the work is done in
-                        // `collect`, and the answer is ready at the first poll.
+                        // Only a source whose `collect` call itself was slow comes
+                        // here: a blocking one, whose answer is ready at the first poll.
                         let result = runtime.block_on(source.collect(Instant::now(), &mut readings));
                         (source, readings, result)
                     }));
@@ -497,9 +493,6 @@ mod tests {
         }
         fn timeout(&self) -> Duration {
             Duration::from_millis(200)
-        }
-        fn blocks(&self) -> bool {
-            false
         }
         fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
             Box::pin(async move {

@@ -546,10 +546,6 @@ impl AppSource for MysqlSource {
     fn every(&self) -> u32 {
         self.config.every
     }
-    fn blocks(&self) -> bool {
-        false
-    }
-
     fn collect<'a>(&'a mut self, _now: Instant, out: &'a mut Vec<Reading>) -> Collecting<'a> {
         Box::pin(self.read(out))
     }
