@@ -9,7 +9,6 @@
 //! (whose pushes wait in [`CustomMetrics`]). Everything a collection gathered goes
 //! into the same batch.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -232,6 +231,7 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
     apps.prime().await;
     let mut ticker = crate::ticker::Ticker::new(delay, interval);
     let mut n = 0u64;
+    let plugins: Vec<(&str, String)> = shared.config.exec.iter().map(|e| (e.name.as_str(), e.source())).collect();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -247,14 +247,9 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
         n += 1;
         // Sources read every n-th interval and plugins between runs are skipped, not
         // gone: the collector keeps them out of this batch without forgetting them.
-        let mut skipped: Vec<Cow<'static, str>> = apps.skipped().map(Cow::Borrowed).collect();
+        let mut skipped: Vec<&str> = apps.skipped().collect();
         skipped.extend(
-            shared
-                .config
-                .exec
-                .iter()
-                .filter(|e| !ran.contains(&e.name))
-                .map(|e| Cow::Owned(format!("exec_{}", e.name))),
+            plugins.iter().filter(|(name, _)| !ran.iter().any(|r| r == name)).map(|(_, source)| source.as_str()),
         );
         // Facts change rarely (addresses, kernel after reboot); look every 20 intervals.
         let facts = if n.is_multiple_of(20) { Some(collect::facts(&hc, shared.config.tags.clone())) } else { None };
@@ -264,7 +259,7 @@ async fn collect_loop(shared: &Arc<Shared>, hc: HostConfig, shutdown: &Cancellat
 
 /// Numbers `readings` into a batch and spools it; the metrics of the `skipped`
 /// sources are marked skipped.
-fn push_batch(shared: &Shared, readings: &[Reading], skipped: &[Cow<'static, str>], facts: Option<Facts>) {
+fn push_batch(shared: &Shared, readings: &[Reading], skipped: &[&str], facts: Option<Facts>) {
     let mut defs = Vec::new();
     let (values, skipped, changed) = {
         let mut t = lock(&shared.table);
@@ -319,7 +314,7 @@ pub async fn collect_once(config: Option<&AgentConfig>, over: Duration) -> Vec<R
         a.close().await;
     }
     for plugin in config.map_or(&[][..], |c| &c.exec) {
-        let mut health = collect::apps::Health::new(format!("exec_{}", plugin.name));
+        let mut health = collect::apps::Health::new(plugin.source());
         out.extend(exec::run_and_read(plugin, &mut health).await);
     }
     out

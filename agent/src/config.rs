@@ -288,6 +288,14 @@ pub struct ExecConfig {
     pub format: ExecFormat,
 }
 
+impl ExecConfig {
+    /// The plugin as a source: `exec_<name>`, the prefix of its metrics, its group and
+    /// its name in the log.
+    pub fn source(&self) -> String {
+        format!("exec_{}", self.name)
+    }
+}
+
 /// Problems found in a configuration, all of them.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.join("\n"))]

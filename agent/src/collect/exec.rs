@@ -309,7 +309,7 @@ fn metric_name(plugin: &str, label: &str) -> Option<String> {
 /// as down.
 pub(crate) fn readings(cfg: &ExecConfig, run: &Run, out: &mut Vec<Reading>) -> Result<(), String> {
     let parsed = parse_output(&run.stdout, cfg.format);
-    let group: Cow<'static, str> = format!("exec_{}", cfg.name).into();
+    let group: Cow<'static, str> = cfg.source().into();
     let mut seen = HashMap::new();
     for v in parsed.values {
         let Some(name) = metric_name(&cfg.name, &v.label) else { continue };
@@ -354,7 +354,7 @@ pub(crate) fn readings(cfg: &ExecConfig, run: &Run, out: &mut Vec<Reading>) -> R
 
 fn exec_gauge(cfg: &ExecConfig, suffix: &str, unit: &'static str, description: &'static str, value: f64) -> Reading {
     let mut r = gauge(format!("exec_{}_{suffix}", cfg.name), unit, "", description, value);
-    r.desc.group = format!("exec_{}", cfg.name).into();
+    r.desc.group = cfg.source().into();
     r
 }
 
@@ -366,8 +366,9 @@ pub(crate) async fn run_and_read(cfg: &ExecConfig, health: &mut Health) -> Vec<R
         Err(e) => Err(e.to_string()),
     };
     let up = health.record(result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
-    let mut up = up_reading(&format!("exec_{}", cfg.name), "", up);
-    up.desc.group = format!("exec_{}", cfg.name).into();
+    let source = cfg.source();
+    let mut up = up_reading(&source, "", up);
+    up.desc.group = source.into();
     out.push(up);
     out
 }
@@ -402,7 +403,7 @@ pub fn spawn(configs: &[ExecConfig], results: Arc<ExecResults>, shutdown: Cancel
         let results = results.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut health = Health::new(format!("exec_{}", cfg.name));
+            let mut health = Health::new(cfg.source());
             let delay = cfg.interval.mul_f64(rand::random::<f64>());
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + delay, cfg.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
