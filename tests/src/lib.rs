@@ -25,6 +25,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// `ganglion-agent --once` over `over_secs` with the config file `config`: one
+/// collection printed as a table on stdout.
+pub fn agent_once(config: &Path, over_secs: f64) -> std::process::Output {
+    Command::new(bin("ganglion-agent"))
+        .args(["--once", "--over-secs", &over_secs.to_string(), "--config"])
+        .arg(config)
+        .output()
+        .expect("running ganglion-agent --once")
+}
+
 /// Path of a workspace binary, built once per test run (a no-op when fresh).
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();

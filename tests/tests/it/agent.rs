@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ganglion_tests::{bin, require, wait_for, Agent, Collector};
+use ganglion_tests::{agent_once, bin, require, wait_for, Agent, Collector};
 
 #[test]
 fn every_host_metric_group_reaches_the_api_within_two_intervals() {
@@ -56,10 +56,7 @@ fn every_host_metric_group_reaches_the_api_within_two_intervals() {
 
 /// `ganglion-agent --once` as name → value.
 fn once(over_secs: f64) -> HashMap<String, f64> {
-    let out = Command::new(bin("ganglion-agent"))
-        .args(["--once", "--over-secs", &over_secs.to_string(), "--config", "/nonexistent"])
-        .output()
-        .expect("running ganglion-agent --once");
+    let out = agent_once(std::path::Path::new("/nonexistent"), over_secs);
     assert!(out.status.success(), "agent --once failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
@@ -224,11 +221,7 @@ fn once_with_a_broken_config_fails_and_names_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("agent.toml");
     std::fs::write(&bad, "collectors = [\"127.0.0.1:8649\"]\n[mysql]\nsocket = \"/run/mysqld/mysqld.sock\"\n").unwrap();
-    let out = Command::new(bin("ganglion-agent"))
-        .args(["--once", "--over-secs", "0.1", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = agent_once(&bad, 0.1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a broken config passed: {err}");
     assert!(err.contains("agent.toml") && err.contains("missing field `cluster`"), "{err}");

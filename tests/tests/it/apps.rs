@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ganglion_tests::{bin, wait_for, Agent, Collector, Peer, Proc, MYSQL_PASSWORD, MYSQL_USER};
+use ganglion_tests::{agent_once, bin, wait_for, Agent, Collector, Peer, Proc, MYSQL_PASSWORD, MYSQL_USER};
 
 /// Every sample of a host's metrics seen in the API, by name: `(time_ms, value)`.
 struct Recorder {
@@ -110,12 +110,7 @@ fn memcached_gets(mc: &Peer, hits: usize, misses: usize) -> String {
 
 /// The table `ganglion-agent --once` prints for the agent's config.
 fn once_table(agent: &Agent) -> String {
-    let out = Command::new(bin("ganglion-agent"))
-        .args(["--once", "--over-secs", "0.3", "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&agent_once(&agent.config, 0.3).stdout).into_owned()
 }
 
 fn now_ms() -> i64 {
@@ -360,11 +355,7 @@ fn mariadb_session_is_kept_across_collections_and_a_killed_one_is_replaced_and_r
     assert_ne!(as_root, config, "the [mysql] section was rewritten");
     let root = dir.path().join("agent-root.toml");
     std::fs::write(&root, as_root).unwrap();
-    let out = Command::new(bin("ganglion-agent"))
-        .args(["--once", "--over-secs", "0.3", "--config"])
-        .arg(&root)
-        .output()
-        .unwrap();
+    let out = agent_once(&root, 0.3);
     let table = String::from_utf8_lossy(&out.stdout);
     let up = table.lines().find(|l| l.starts_with("mysql_up ")).map(|l| l.split_whitespace().nth(1));
     assert_eq!(
