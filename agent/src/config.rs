@@ -99,7 +99,8 @@ pub struct RawMysql {
     pub password: Option<String>,
     /// File holding the password (first line), so the config can be shared.
     pub password_file: Option<PathBuf>,
-    /// Longest connect or query may take. Default 5 s (at most the interval).
+    /// Longest one collection may take, login included. Default 5 s (at most the
+    /// interval).
     pub timeout_secs: Option<u64>,
     /// Seconds between two collections, as [`RawApache::interval_secs`].
     pub interval_secs: Option<u64>,
