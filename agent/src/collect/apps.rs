@@ -15,6 +15,8 @@
 //! a second time; it reports down until it returns. What counts is the time the
 //! `collect` call itself holds the thread: MySQL's client is async, returns at once
 //! and is awaited on the runtime thread without holding it, cut off at its timeout.
+//! Its query goes out before the blocking sources are read and its answer is picked
+//! up after them, so the agent waits for two servers at once.
 //!
 //! Every source reports `<source>_up`: 1 when this collection worked, 0 when not. The
 //! log gets one line per change of state — down with the reason, up again — and the
@@ -25,6 +27,7 @@ use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -202,11 +205,13 @@ impl AppSet {
     /// The sources named in `config`; empty when none is configured.
     pub fn new(config: &AgentConfig) -> AppSet {
         let mut sources: Vec<Box<dyn AppSource>> = Vec::new();
-        if let Some(c) = &config.apache {
-            sources.push(Box::new(super::apache::ApacheSource::new(c.clone())));
-        }
+        // MySQL first: its client is async, so its query is in flight while Apache,
+        // whose client blocks, is read (see `collect_inline`).
         if let Some(c) = &config.mysql {
             sources.push(Box::new(super::mysql::MysqlSource::new(c.clone())));
+        }
+        if let Some(c) = &config.apache {
+            sources.push(Box::new(super::apache::ApacheSource::new(c.clone())));
         }
         if let Some(c) = &config.memcached {
             sources.push(Box::new(super::memcached::MemcachedSource::new(c.clone())));
@@ -248,48 +253,16 @@ impl AppSet {
             slot.skipped = slot.skip > 0;
             slot.skip = if slot.skipped { slot.skip - 1 } else { slot.every - 1 };
         }
-        let mut waiting = Vec::with_capacity(self.slots.len());
-        // Every in-place source that can sends its request first, and those are read
-        // last: while one server is waited for the others answer, so a collection
-        // sleeps about once instead of once per source (each sleep and wake-up is CPU
-        // time of its own). A source not due this time is `None`.
-        let in_flight: Vec<Option<bool>> = self
-            .slots
-            .iter_mut()
-            .map(|slot| (!slot.skipped).then(|| slot.inline() && slot.source.as_mut().is_some_and(|s| s.begin())))
-            .collect();
-        let n = self.slots.len();
-        let order =
-            (0..n).filter(|&i| in_flight[i] == Some(false)).chain((0..n).filter(|&i| in_flight[i] == Some(true)));
-        for i in order {
-            let slot = &mut self.slots[i];
-            if slot.inline() {
-                if let Some(source) = slot.source.as_mut() {
-                    let began = Instant::now();
-                    let mut readings = Vec::new();
-                    let collecting = source.collect(began, &mut readings);
-                    // A blocking source did its I/O in that call, holding up the
-                    // thread; an async one does it now, while the thread serves others.
-                    let took = began.elapsed();
-                    let result = match tokio::time::timeout(slot.timeout + GRACE, collecting).await {
-                        Ok(result) => result.map(|()| readings),
-                        Err(_) => Err(AppError::Overrun(slot.timeout)),
-                    };
-                    if took > INLINE_BUDGET {
-                        tracing::info!(
-                            source = slot.name,
-                            ms = took.as_millis() as u64,
-                            "Application source is slow; collecting it on a thread of its own for a while."
-                        );
-                        slot.offload = OFFLOAD_COLLECTIONS;
-                    }
-                    finish(slot.name, &mut slot.health, result, out);
-                    continue;
-                }
+        // Sources moved to the blocking pool start first, so they run while the others
+        // are read here. A source still running from last time is waited for below,
+        // not restarted; one without its source (it panicked) reports why.
+        let mut waiting = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.skipped || (slot.inline() && slot.source.is_some()) {
+                continue;
             }
             slot.offload = slot.offload.saturating_sub(1);
             waiting.push(i);
-            // A source still running from last time is waited for below, not restarted.
             if slot.running.is_none() {
                 if let Some(mut source) = slot.source.take() {
                     let runtime = tokio::runtime::Handle::current();
@@ -303,6 +276,7 @@ impl AppSet {
                 }
             }
         }
+        self.collect_inline(out).await;
         for i in waiting {
             let slot = &mut self.slots[i];
             let result = match slot.running.as_mut() {
@@ -321,6 +295,70 @@ impl AppSet {
                 },
             };
             finish(slot.name, &mut slot.health, result, out);
+        }
+    }
+
+    /// The due sources that run on the runtime thread, so that a collection sleeps
+    /// about once rather than once per source (each sleep and wake-up is CPU time of
+    /// its own):
+    /// - a source that can sends its request first ([`AppSource::begin`]) and is read
+    ///   last, when its answer is there;
+    /// - each `collect` future is polled once as soon as it is made. An async source's
+    ///   first poll sends its request, and it is awaited only after the blocking
+    ///   sources after it have been read, while its server works on the answer.
+    ///
+    /// What the `collect` call and that first poll take decides whether the source
+    /// moves to the blocking pool.
+    async fn collect_inline(&mut self, out: &mut Vec<Reading>) {
+        let in_flight: Vec<Option<bool>> = self
+            .slots
+            .iter_mut()
+            .map(|slot| {
+                let due = !slot.skipped && slot.inline();
+                slot.source.as_mut().filter(|_| due).map(|s| s.begin())
+            })
+            .collect();
+        let n = self.slots.len();
+        let order =
+            (0..n).filter(|&i| in_flight[i] == Some(false)).chain((0..n).filter(|&i| in_flight[i] == Some(true)));
+        let mut bufs: Vec<Vec<Reading>> = std::iter::repeat_with(Vec::new).take(n).collect();
+        // Which source ended how, in that order; the readings are in `bufs`.
+        let mut ended = Vec::with_capacity(n);
+        {
+            let mut slots: Vec<Option<&mut Slot>> = self.slots.iter_mut().map(Some).collect();
+            let mut bufs: Vec<Option<&mut Vec<Reading>>> = bufs.iter_mut().map(Some).collect();
+            let mut pending = Vec::new();
+            for i in order {
+                let (Some(slot), Some(buf)) = (slots[i].take(), bufs[i].take()) else { continue };
+                let Slot { name, timeout, source: Some(source), offload, .. } = slot else { continue };
+                let began = Instant::now();
+                let mut collecting = source.collect(began, buf);
+                let first = poll_once(&mut collecting).await;
+                let took = began.elapsed();
+                if took > INLINE_BUDGET {
+                    tracing::info!(
+                        source = *name,
+                        ms = took.as_millis() as u64,
+                        "Application source is slow; collecting it on a thread of its own for a while."
+                    );
+                    *offload = OFFLOAD_COLLECTIONS;
+                }
+                match first {
+                    Poll::Ready(result) => ended.push((i, result)),
+                    Poll::Pending => {
+                        let deadline = tokio::time::Instant::from_std(began) + *timeout + GRACE;
+                        pending.push((i, *timeout, deadline, collecting));
+                    }
+                }
+            }
+            for (i, timeout, deadline, collecting) in pending {
+                let result = tokio::time::timeout_at(deadline, collecting).await;
+                ended.push((i, result.unwrap_or(Err(AppError::Overrun(timeout)))));
+            }
+        }
+        for (i, result) in ended {
+            let slot = &mut self.slots[i];
+            finish(slot.name, &mut slot.health, result.map(|()| std::mem::take(&mut bufs[i])), out);
         }
     }
 
@@ -351,6 +389,12 @@ impl AppSet {
     pub fn skipped(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.slots.iter().filter(|s| s.skipped).map(|s| s.name)
     }
+}
+
+/// Polls `f` once with the calling task's waker, which is what a later await of it
+/// will be woken by.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
 }
 
 fn finish(name: &'static str, health: &mut Health, result: Result<Vec<Reading>, AppError>, out: &mut Vec<Reading>) {
@@ -555,6 +599,39 @@ mod tests {
         let want = ["begin a", "begin b", "begin c", "collect b", "collect a", "collect c"];
         assert_eq!(*log.lock().unwrap(), want);
         assert_eq!(out.iter().filter(|r| r.name.ends_with("_up") && r.value == 1.0).count(), 3);
+    }
+
+    /// An async source that logs when its request goes out (its first poll) and when
+    /// its answer is read.
+    struct Asks(&'static str, Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl AppSource for Asks {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn collect<'a>(&'a mut self, _now: Instant, _out: &'a mut Vec<Reading>) -> Collecting<'a> {
+            Box::pin(async move {
+                self.1.lock().unwrap().push(format!("ask {}", self.0));
+                tokio::task::yield_now().await;
+                self.1.lock().unwrap().push(format!("answer {}", self.0));
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_async_source_asks_before_the_blocking_ones_and_is_read_after_them() {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut apps =
+            AppSet::from_sources(vec![Box::new(Asks("a", log.clone())), Box::new(Logged("b", false, log.clone()))]);
+        let mut out = Vec::new();
+        apps.collect(&mut out).await;
+        assert_eq!(*log.lock().unwrap(), ["begin b", "ask a", "collect b", "answer a"]);
+        assert_eq!(value(&out, "a_up"), Some(1.0));
+        assert_eq!(value(&out, "b_up"), Some(1.0));
     }
 
     /// Counts its collections; read every `self.0`-th collection.
