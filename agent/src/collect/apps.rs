@@ -301,8 +301,8 @@ impl AppSet {
     /// The due sources that run on the runtime thread, so that a collection sleeps
     /// about once rather than once per source (each sleep and wake-up is CPU time of
     /// its own):
-    /// - a source that can sends its request first ([`AppSource::begin`]) and is read
-    ///   last, when its answer is there;
+    /// - a source that can send its request ahead does so first
+    ///   ([`AppSource::begin`]) and is read last, when its answer is there;
     /// - each `collect` future is polled once as soon as it is made. An async source's
     ///   first poll sends its request, and it is awaited only after the blocking
     ///   sources after it have been read, while its server works on the answer.
