@@ -53,7 +53,11 @@ impl Browser {
             "--remote-allow-origins=*",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank");
+        .arg("about:blank")
+        // Chromium keeps its singleton socket in a directory under TMPDIR, which it
+        // removes only when it exits by itself; it is killed, so that directory goes
+        // in the profile and is removed with it.
+        .env("TMPDIR", profile.path());
         let proc = Proc::spawn_group("chromium", cmd, log_dir.join("chromium.log"));
         let ws_url: String = wait_for(Duration::from_secs(30), "Chromium's DevTools endpoint", &[&proc], || {
             let list: Value = ureq::get(&format!("http://127.0.0.1:{port}/json/list")).call().ok()?.into_json().ok()?;
