@@ -189,10 +189,10 @@ struct Slot {
 }
 
 impl Slot {
-    /// Collected on the runtime thread this time: idle, and not moved to the blocking
-    /// pool for being slow.
+    /// Collected on the runtime thread this time: here (not busy on the blocking pool,
+    /// nor lost to a panic), and not moved to the blocking pool for being slow.
     fn inline(&self) -> bool {
-        self.running.is_none() && self.offload == 0
+        self.source.is_some() && self.offload == 0
     }
 }
 
@@ -258,7 +258,7 @@ impl AppSet {
         // not restarted; one without its source (it panicked) reports why.
         let mut waiting = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.skipped || (slot.inline() && slot.source.is_some()) {
+            if slot.skipped || slot.inline() {
                 continue;
             }
             slot.offload = slot.offload.saturating_sub(1);
