@@ -117,8 +117,9 @@ pub(crate) fn iostat(prev: &DiskCounters, cur: &DiskCounters, secs: f64) -> IoSt
 struct DiskState {
     /// Whether `/sys/block/<dev>` exists; looked up once per sighting of the device.
     whole: bool,
-    /// `diskio_<sanitized dev>`, built once.
-    prefix: String,
+    /// `diskio_<sanitized dev>_<suffix>` for each row of [`IOSTAT`], built once: a
+    /// `format!` per metric and collection was an eighth of a host collection.
+    names: [String; IOSTAT.len()],
     prev: DiskCounters,
     /// Generation of the last reading that listed the device.
     seen: u64,
@@ -155,13 +156,14 @@ impl Disks {
                 // cciss/c0d0 appears in sysfs as cciss!c0d0.
                 let whole = sys_root.join("block").join(name.replace('/', "!")).is_dir();
                 let prefix = format!("diskio_{}", sanitize(name));
-                self.devices.insert(name.to_owned(), DiskState { whole, prefix, prev: cur, seen: self.generation });
+                let names = IOSTAT.map(|(suffix, ..)| format!("{prefix}_{suffix}"));
+                self.devices.insert(name.to_owned(), DiskState { whole, names, prev: cur, seen: self.generation });
                 continue;
             };
             state.seen = self.generation;
             if state.whole {
                 if let Some(secs) = secs {
-                    push_iostat(out, &state.prefix, &iostat(&state.prev, &cur, secs));
+                    push_iostat(out, &state.names, &iostat(&state.prev, &cur, secs));
                 }
             }
             state.prev = cur;
@@ -172,20 +174,23 @@ impl Disks {
     }
 }
 
-fn push_iostat(out: &mut Vec<Reading>, prefix: &str, s: &IoStat) {
-    let rows: [(&str, Option<f64>, &'static str, &'static str); 8] = [
-        ("reads", s.reads, "reads/sec", "Read requests completed per second (iostat r/s)."),
-        ("writes", s.writes, "writes/sec", "Write requests completed per second (iostat w/s)."),
-        ("read_kbytes", s.read_kbytes, "KiB/sec", "KiB read per second (iostat rkB/s)."),
-        ("write_kbytes", s.write_kbytes, "KiB/sec", "KiB written per second (iostat wkB/s)."),
-        ("r_await", s.r_await, "ms", "Mean time to serve a read, queueing included (iostat r_await)."),
-        ("w_await", s.w_await, "ms", "Mean time to serve a write, queueing included (iostat w_await)."),
-        ("await", s.await_ms, "ms", "Mean time to serve a read, write or discard (iostat await)."),
-        ("util", s.util, "%", "Share of time the device was busy (iostat %util)."),
-    ];
-    for (suffix, value, unit, description) in rows {
+/// Each device's metrics: name suffix, unit and description.
+const IOSTAT: [(&str, &str, &str); 8] = [
+    ("reads", "reads/sec", "Read requests completed per second (iostat r/s)."),
+    ("writes", "writes/sec", "Write requests completed per second (iostat w/s)."),
+    ("read_kbytes", "KiB/sec", "KiB read per second (iostat rkB/s)."),
+    ("write_kbytes", "KiB/sec", "KiB written per second (iostat wkB/s)."),
+    ("r_await", "ms", "Mean time to serve a read, queueing included (iostat r_await)."),
+    ("w_await", "ms", "Mean time to serve a write, queueing included (iostat w_await)."),
+    ("await", "ms", "Mean time to serve a read, write or discard (iostat await)."),
+    ("util", "%", "Share of time the device was busy (iostat %util)."),
+];
+
+fn push_iostat(out: &mut Vec<Reading>, names: &[String; IOSTAT.len()], s: &IoStat) {
+    let values = [s.reads, s.writes, s.read_kbytes, s.write_kbytes, s.r_await, s.w_await, s.await_ms, s.util];
+    for ((name, (_, unit, description)), value) in names.iter().zip(IOSTAT).zip(values) {
         if let Some(v) = value {
-            out.push(gauge(format!("{prefix}_{suffix}"), unit, "diskio", description, v));
+            out.push(gauge(name.clone(), unit, "diskio", description, v));
         }
     }
 }

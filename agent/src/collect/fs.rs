@@ -14,7 +14,6 @@
 //! blocks reserved for root count neither as used nor as available.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use ganglion_proto::name::sanitize;
 
@@ -170,17 +169,52 @@ pub(crate) fn space(frsize: u64, blocks: u64, bfree: u64, bavail: u64) -> FsSpac
     }
 }
 
-/// Reads the space of every selected filesystem; a mount that cannot be read is
+/// A filesystem to report, with its metrics' names and descriptions, prepared when the
+/// mount table is read (every 20 collections) rather than formatted every collection.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Filesystem {
+    path: String,
+    /// `fs_<sanitized path>_total`, `_free`, `_used`.
+    names: [String; 3],
+    descriptions: [String; 3],
+}
+
+/// The filesystems of a mount table, in the order [`select_filesystems`] gives.
+pub(crate) fn prepare(text: &str) -> Vec<Filesystem> {
+    select_filesystems(text)
+        .into_iter()
+        .map(|m| {
+            let name = sanitize(&m.path);
+            let path = m.path.into_owned();
+            Filesystem {
+                names: ["total", "free", "used"].map(|suffix| format!("fs_{name}_{suffix}")),
+                descriptions: [
+                    format!("Size of the filesystem on {path}."),
+                    format!("Space on {path} available to unprivileged users (df Avail)."),
+                    format!("Share of {path} in use (df Use%)."),
+                ],
+                path,
+            }
+        })
+        .collect()
+}
+
+/// Reads the space of every prepared filesystem; a mount that cannot be read is
 /// returned in `failed` with its error and left out.
-pub(crate) fn read_filesystems(text: &str, out: &mut Vec<Reading>, failed: &mut Vec<(String, rustix::io::Errno)>) {
-    let mut names = HashSet::new();
+pub(crate) fn read_filesystems(
+    list: &[Filesystem],
+    out: &mut Vec<Reading>,
+    failed: &mut Vec<(String, rustix::io::Errno)>,
+) {
+    // Names already reported this time; a handful, so a linear search.
+    let mut reported: Vec<&str> = Vec::new();
     let (mut total, mut free, mut max_used) = (0.0, 0.0, None::<f64>);
     let mut any = false;
-    for m in select_filesystems(text) {
-        let st = match rustix::fs::statvfs(m.path.as_ref()) {
+    for fs in list {
+        let st = match rustix::fs::statvfs(fs.path.as_str()) {
             Ok(st) => st,
             Err(e) => {
-                failed.push((m.path.into_owned(), e));
+                failed.push((fs.path.clone(), e));
                 continue;
             }
         };
@@ -191,28 +225,17 @@ pub(crate) fn read_filesystems(text: &str, out: &mut Vec<Reading>, failed: &mut 
         if let Some(u) = s.used_pct {
             max_used = Some(max_used.map_or(u, |m: f64| m.max(u)));
         }
-        let name = sanitize(&m.path);
         // `/var/lib` and `/var_lib` sanitize alike; the first (sorted) one wins.
-        if !names.insert(name.clone()) {
+        if reported.contains(&fs.names[0].as_str()) {
             continue;
         }
-        let path = &m.path;
-        out.push(gauge(
-            format!("fs_{name}_total"),
-            "GB",
-            "disk",
-            format!("Size of the filesystem on {path}."),
-            s.total / GB,
-        ));
-        out.push(gauge(
-            format!("fs_{name}_free"),
-            "GB",
-            "disk",
-            format!("Space on {path} available to unprivileged users (df Avail)."),
-            s.avail / GB,
-        ));
+        reported.push(&fs.names[0]);
+        let [total_name, free_name, used_name] = &fs.names;
+        let [total_desc, free_desc, used_desc] = &fs.descriptions;
+        out.push(gauge(total_name.clone(), "GB", "disk", total_desc.clone(), s.total / GB));
+        out.push(gauge(free_name.clone(), "GB", "disk", free_desc.clone(), s.avail / GB));
         if let Some(u) = s.used_pct {
-            out.push(gauge(format!("fs_{name}_used"), "%", "disk", format!("Share of {path} in use (df Use%)."), u));
+            out.push(gauge(used_name.clone(), "%", "disk", used_desc.clone(), u));
         }
     }
     if any {
@@ -290,7 +313,7 @@ mod tests {
         );
         let mut out = Vec::new();
         let mut failed = Vec::new();
-        read_filesystems(&text, &mut out, &mut failed);
+        read_filesystems(&prepare(&text), &mut out, &mut failed);
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].0, "/no/such/mount");
         assert!(value(&out, "fs_root_total").unwrap() > 0.0);

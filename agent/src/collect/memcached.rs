@@ -213,7 +213,7 @@ impl MemcachedSource {
                 return Err(AppError::Parse(ParseError::Incomplete("memcached closed the connection before END")));
             }
             self.buf.extend_from_slice(&chunk[..n]);
-            match parse_stats(&String::from_utf8_lossy(&self.buf)) {
+            match parse_stats(&super::lossy_text(&self.buf)) {
                 Err(ParseError::Incomplete(_)) if self.buf.len() < MAX_ANSWER_BYTES => {}
                 other => return Ok(other?),
             }

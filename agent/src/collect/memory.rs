@@ -31,21 +31,28 @@ pub(crate) fn parse_meminfo(text: &str) -> Result<MemInfo, &'static str> {
     let mut total = None;
     let mut free = None;
     let mut m = MemInfo::default();
+    // The fields wanted are all in the first half of the file (SReclaimable is about
+    // line 23 of 55), so the parse stops once each was seen.
+    let mut seen = 0u16;
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else { continue };
-        let slot = match key {
-            "MemTotal" => &mut total,
-            "MemFree" => &mut free,
-            "MemAvailable" => &mut m.available,
-            "Buffers" => &mut m.buffers,
-            "Cached" => &mut m.cached,
-            "SReclaimable" => &mut m.sreclaimable,
-            "Shmem" => &mut m.shmem,
-            "SwapTotal" => &mut m.swap_total,
-            "SwapFree" => &mut m.swap_free,
+        let (bit, slot) = match key {
+            "MemTotal" => (0, &mut total),
+            "MemFree" => (1, &mut free),
+            "MemAvailable" => (2, &mut m.available),
+            "Buffers" => (3, &mut m.buffers),
+            "Cached" => (4, &mut m.cached),
+            "SReclaimable" => (5, &mut m.sreclaimable),
+            "Shmem" => (6, &mut m.shmem),
+            "SwapTotal" => (7, &mut m.swap_total),
+            "SwapFree" => (8, &mut m.swap_free),
             _ => continue,
         };
         *slot = rest.split_ascii_whitespace().next().and_then(|v| v.parse().ok());
+        seen |= 1 << bit;
+        if seen == (1 << 9) - 1 {
+            break;
+        }
     }
     m.total = total.ok_or("MemTotal missing or not a number")?;
     m.free = free.ok_or("MemFree missing or not a number")?;

@@ -58,8 +58,8 @@ pub(crate) fn parse_net_dev_line(line: &str) -> Option<(&str, [u64; FIELDS])> {
 
 #[derive(Debug)]
 struct IfState {
-    /// `net_<sanitized name>`, built once.
-    prefix: String,
+    /// `net_<sanitized name>_<suffix>` for each row of [`METRICS`], built once.
+    names: [String; FIELDS],
     prev: [u64; FIELDS],
     seen: u64,
 }
@@ -86,14 +86,15 @@ impl Interfaces {
             }
             let Some(state) = self.interfaces.get_mut(name) else {
                 let prefix = format!("net_{}", sanitize(name));
-                self.interfaces.insert(name.to_owned(), IfState { prefix, prev: cur, seen: self.generation });
+                let names = METRICS.map(|(suffix, ..)| format!("{prefix}_{suffix}"));
+                self.interfaces.insert(name.to_owned(), IfState { names, prev: cur, seen: self.generation });
                 continue;
             };
             state.seen = self.generation;
             if let Some(secs) = secs {
-                for (i, (suffix, unit, description)) in METRICS.iter().enumerate() {
+                for (i, (_, unit, description)) in METRICS.iter().enumerate() {
                     if let Some(r) = rate(state.prev[i], cur[i], secs) {
-                        out.push(gauge(format!("{}_{suffix}", state.prefix), unit, "network", *description, r));
+                        out.push(gauge(state.names[i].clone(), unit, "network", *description, r));
                         totals[i] = Some(totals[i].unwrap_or(0.0) + r);
                     }
                 }
