@@ -3,9 +3,11 @@
  *   minimal-client apache PORT PATH INTERVAL     new connection, HTTP/1.1 GET, read to close
  *   minimal-client memcached PORT INTERVAL        kept connection, "stats" to END
  *   minimal-client mysql SOCKET USER PASSWORD QUERYFILE INTERVAL   kept session, one query
- * and the least an agent can do (BENCH_FLOOR=1): every INTERVAL, read the host files the
- * agent reads (kept open, pread from 0), statfs the given mounts, ask the given servers
- * as above, one after another, and write BYTES to a kept TCP connection to SINKPORT:
+ * and the least an agent can do (the floor of BENCH_SOURCES=1): every INTERVAL, read the
+ * host files the agent reads (kept open, pread from 0), statfs the given mounts, send
+ * every given server its request, then read the answers (so the servers work at the
+ * same time and the client sleeps as little as it can), and write BYTES to a kept TCP
+ * connection to SINKPORT:
  *   minimal-client floor SINKPORT BYTES INTERVAL [mount PATH]... [apache PORT PATH]
  *                  [memcached PORT] [mysql SOCKET USER PASSWORD QUERYFILE] */
 #include <fcntl.h>
@@ -36,25 +38,39 @@ static void wait_next(struct timespec *next, int interval) {
 }
 
 /* One status page: a new connection, the request, the answer read to close. */
-static void apache_once(int port, const char *req, int len) {
+static int apache_ask(int port, const char *req, int len) {
   int s = dial(port);
   if (write(s, req, len) != len) { perror("write"); exit(1); }
+  return s;
+}
+
+static void apache_read(int s) {
   while (read(s, buf, sizeof buf) > 0) {}
   close(s);
 }
+
+static void apache_once(int port, const char *req, int len) { apache_read(apache_ask(port, req, len)); }
 
 static int apache_request(char *req, size_t size, const char *path) {
   return snprintf(req, size, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
 }
 
-static void memcached_once(int s) {
-  size_t have = 0;
+static void memcached_ask(int s) {
   if (write(s, "stats\r\n", 7) != 7) { perror("write"); exit(1); }
+}
+
+static void memcached_read(int s) {
+  size_t have = 0;
   while (have < 5 || memcmp(buf + have - 5, "END\r\n", 5)) {
     ssize_t n = read(s, buf + have, sizeof buf - have);
     if (n <= 0) { perror("read"); exit(1); }
     have += n;
   }
+}
+
+static void memcached_once(int s) {
+  memcached_ask(s);
+  memcached_read(s);
 }
 
 struct mysql { MYSQL *db; char *query; size_t len; };
@@ -75,11 +91,20 @@ static struct mysql mysql_open(const char *socket, const char *user, const char 
   return m;
 }
 
-static void mysql_once(struct mysql *m) {
-  if (mysql_real_query(m->db, m->query, m->len)) { fprintf(stderr, "mysql: %s\n", mysql_error(m->db)); exit(1); }
+static void mysql_ask(struct mysql *m) {
+  if (mysql_send_query(m->db, m->query, m->len)) { fprintf(stderr, "mysql: %s\n", mysql_error(m->db)); exit(1); }
+}
+
+static void mysql_read(struct mysql *m) {
+  if (mysql_read_query_result(m->db)) { fprintf(stderr, "mysql: %s\n", mysql_error(m->db)); exit(1); }
   MYSQL_RES *r = mysql_store_result(m->db);
   while (r && mysql_fetch_row(r)) {}
   mysql_free_result(r);
+}
+
+static void mysql_once(struct mysql *m) {
+  mysql_ask(m);
+  mysql_read(m);
 }
 
 /* The files the agent reads on every collection (agent/src/collect/mod.rs). */
@@ -117,9 +142,12 @@ static int floor_agent(int argc, char **argv) {
     for (size_t f = 0; f < HOST_FILES; f++)
       if (pread(fds[f], buf, sizeof buf, 0) < 0) { perror(host_files[f]); return 1; }
     for (int i = 0; i < nmounts; i++) statfs(mounts[i], &st);
-    if (apache_port) apache_once(apache_port, req, apache_len);
-    if (memcached >= 0) memcached_once(memcached);
-    if (with_mysql) mysql_once(&m);
+    int apache = apache_port ? apache_ask(apache_port, req, apache_len) : -1;
+    if (memcached >= 0) memcached_ask(memcached);
+    if (with_mysql) mysql_ask(&m);
+    if (apache >= 0) apache_read(apache);
+    if (memcached >= 0) memcached_read(memcached);
+    if (with_mysql) mysql_read(&m);
     if (write(sink, batch, bytes) != (ssize_t)bytes) { perror("write to sink"); return 1; }
     wait_next(&next, interval);
   }
