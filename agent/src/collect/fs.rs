@@ -171,7 +171,7 @@ pub(crate) fn space(frsize: u64, blocks: u64, bfree: u64, bavail: u64) -> FsSpac
 
 /// A filesystem to report, with its metrics' names and descriptions, prepared when the
 /// mount table is read (every 20 collections) rather than formatted every collection.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub(crate) struct Filesystem {
     path: String,
     /// `fs_<sanitized path>_total`, `_free`, `_used`.
@@ -321,6 +321,33 @@ mod tests {
         let used = value(&out, "part_max_used").unwrap();
         assert!((0.0..=100.0).contains(&used), "{used}");
         assert!(out.iter().all(|r| !r.name.contains("proc")));
+    }
+
+    #[test]
+    fn mounts_that_sanitize_alike_report_once_and_count_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (nested, flat) = (dir.path().join("x/y"), dir.path().join("x_y"));
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::create_dir(&flat).unwrap();
+        let name = format!("fs_{}_total", sanitize(&flat.display().to_string()));
+        let text = format!("/dev/b {} ext4 rw 0 0\n/dev/a {} ext4 rw 0 0\n", flat.display(), nested.display());
+        let list = prepare(&text);
+        let mut out = Vec::new();
+        read_filesystems(&list, &mut out, &mut Vec::new());
+        let totals: Vec<_> = out.iter().filter(|r| r.name == name).collect();
+        assert_eq!(totals.len(), 1, "{out:?}");
+        // `x/y` sorts before `x_y`, so its path is the one described.
+        assert!(totals[0].desc.description.contains("/x/y."), "{:?}", totals[0].desc.description);
+        assert_eq!(value(&out, "disk_total"), Some(2.0 * totals[0].value));
+
+        // When the first cannot be read, the second reports under the name.
+        std::fs::remove_dir(&nested).unwrap();
+        let mut out = Vec::new();
+        let mut failed = Vec::new();
+        read_filesystems(&list, &mut out, &mut failed);
+        assert_eq!(failed.len(), 1);
+        let total = out.iter().find(|r| r.name == name).unwrap();
+        assert!(total.desc.description.contains("/x_y."), "{:?}", total.desc.description);
     }
 
     proptest! {
