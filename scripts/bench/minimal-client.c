@@ -115,14 +115,14 @@ static const char *host_files[] = {"/proc/stat", "/proc/loadavg", "/proc/uptime"
 static int floor_agent(int argc, char **argv) {
   int sink = dial(atoi(argv[2])), interval = atoi(argv[4]), fds[HOST_FILES], nmounts = 0;
   size_t bytes = strtoul(argv[3], NULL, 10);
-  const char *mounts[16];
+  const char *mounts[64];
   int apache_port = 0, apache_len = 0, memcached = -1, with_mysql = 0;
   char req[512], *batch = calloc(1, bytes ? bytes : 1);
   struct mysql m = {0};
   struct statfs st;
   struct timespec next;
   for (int i = 5; i < argc;) {
-    if (!strcmp(argv[i], "mount") && i + 1 < argc && nmounts < 16) {
+    if (!strcmp(argv[i], "mount") && i + 1 < argc && nmounts < 64) {
       mounts[nmounts++] = argv[i + 1]; i += 2;
     } else if (!strcmp(argv[i], "apache") && i + 2 < argc) {
       apache_port = atoi(argv[i + 1]); apache_len = apache_request(req, sizeof req, argv[i + 2]); i += 3;
