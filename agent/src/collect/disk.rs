@@ -117,8 +117,9 @@ pub(crate) fn iostat(prev: &DiskCounters, cur: &DiskCounters, secs: f64) -> IoSt
 struct DiskState {
     /// Whether `/sys/block/<dev>` exists; looked up once per sighting of the device.
     whole: bool,
-    /// `diskio_<sanitized dev>_<suffix>` for each row of [`IOSTAT`], built once: a
-    /// `format!` per metric and collection was an eighth of a host collection.
+    /// `diskio_<sanitized dev>_<suffix>` for each row of [`IOSTAT`], built once:
+    /// formatting the disks', interfaces' and filesystems' names every collection was
+    /// an eighth of a host collection's instructions.
     names: [String; IOSTAT.len()],
     prev: DiskCounters,
     /// Generation of the last reading that listed the device.
