@@ -366,11 +366,7 @@ fn mariadb_session_is_kept_across_collections_and_a_killed_one_is_replaced_and_r
     );
     agent.proc.terminate(Duration::from_secs(5));
     // The server may take a moment to end the session on its side.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sessions().is_empty() {
-        assert!(Instant::now() < deadline, "the agent's session outlived it: {:?}", sessions());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(Duration::from_secs(5), "the agent's session to end with it", &[], || sessions().is_empty().then_some(()));
     assert_eq!(aborted(), aborted_before, "Aborted_clients moved: a session was dropped without QUIT");
 }
 
