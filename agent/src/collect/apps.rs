@@ -310,26 +310,25 @@ impl AppSet {
     /// What the `collect` call and that first poll take decides whether the source
     /// moves to the blocking pool.
     async fn collect_inline(&mut self, out: &mut Vec<Reading>) {
-        let in_flight: Vec<Option<bool>> = self
-            .slots
-            .iter_mut()
-            .map(|slot| {
-                let due = !slot.skipped && slot.inline();
-                slot.source.as_mut().filter(|_| due).map(|s| s.begin())
-            })
-            .collect();
-        let n = self.slots.len();
-        let order =
-            (0..n).filter(|&i| in_flight[i] == Some(false)).chain((0..n).filter(|&i| in_flight[i] == Some(true)));
-        let mut bufs: Vec<Vec<Reading>> = std::iter::repeat_with(Vec::new).take(n).collect();
+        let mut bufs: Vec<Vec<Reading>> = std::iter::repeat_with(Vec::new).take(self.slots.len()).collect();
         // Which source ended how, in that order; the readings are in `bufs`.
-        let mut ended = Vec::with_capacity(n);
+        let mut ended = Vec::with_capacity(self.slots.len());
         {
-            let mut slots: Vec<Option<&mut Slot>> = self.slots.iter_mut().map(Some).collect();
-            let mut bufs: Vec<Option<&mut Vec<Reading>>> = bufs.iter_mut().map(Some).collect();
+            // The due sources as (sent ahead, index, slot, buffer): every request that
+            // can go ahead goes out in this pass, before any source is read. Those
+            // that sent ahead are read last; the sort is stable, so the order of the
+            // sources holds otherwise.
+            let mut due: Vec<_> = self
+                .slots
+                .iter_mut()
+                .zip(bufs.iter_mut())
+                .enumerate()
+                .filter(|(_, (slot, _))| !slot.skipped && slot.inline())
+                .filter_map(|(i, (slot, buf))| Some((slot.source.as_mut()?.begin(), i, slot, buf)))
+                .collect();
+            due.sort_by_key(|d| d.0);
             let mut pending = Vec::new();
-            for i in order {
-                let (Some(slot), Some(buf)) = (slots[i].take(), bufs[i].take()) else { continue };
+            for (_, i, slot, buf) in due {
                 let Slot { name, timeout, source: Some(source), offload, .. } = slot else { continue };
                 let began = Instant::now();
                 let mut collecting = source.collect(began, buf);
