@@ -14,10 +14,17 @@
 //! default step) and is replaced as soon as a new row lands. A source that cannot tell
 //! its newest row (`newest_row` returns `None`) gets no caching. Memory is bounded by
 //! [`GraphCache::new`]'s byte budget: least recently used entries go first.
+//!
+//! A wall of dashboards asks for the same graphs at the same moment, and every one of
+//! them misses when a row lands. [`GraphCache::get_or_draw`] lets one request draw a
+//! missing graph while the others asking for it wait and take the kept result, so a new
+//! row costs one drawing per graph, not one per viewer.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::body::Bytes;
 
@@ -30,6 +37,10 @@ use crate::DashboardSource;
 /// Bytes an entry is counted for besides its image (key, inputs, bookkeeping).
 const ENTRY_OVERHEAD: usize = 512;
 
+/// Longest a request waits for another one drawing the same graph before it draws the
+/// graph itself: a drawing that is stuck on storage holds up only its own request.
+const WAIT_FOR_DRAWING: Duration = Duration::from_secs(10);
+
 /// Hits, misses and size of the graph cache, as `/api/v1/health` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct CacheStats {
@@ -37,6 +48,9 @@ pub struct CacheStats {
     pub hits: u64,
     /// Requests that drew the graph (cache on, nothing valid kept).
     pub misses: u64,
+    /// Requests that found the graph being drawn for another request, waited, and were
+    /// answered with that drawing.
+    pub coalesced: u64,
     /// Entries dropped to stay within the budget.
     pub evicted: u64,
     pub entries: usize,
@@ -236,15 +250,66 @@ impl Lru {
     }
 }
 
+/// A drawing under way. Those waiting for it are woken when it ends and take its graph,
+/// kept or not: they asked while it was being drawn, so it is as fresh as their own.
+#[derive(Default)]
+struct Drawing {
+    /// `None` while under way; then the graph, or `None` when drawing failed.
+    ended: Mutex<Option<Option<Cached>>>,
+    woken: Condvar,
+}
+
+impl Drawing {
+    /// The graph once the drawing ends; `None` when it failed or took longer than
+    /// `limit`.
+    fn wait(&self, limit: Duration) -> Option<Cached> {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let (ended, _) =
+            self.woken.wait_timeout_while(ended, limit, |e| e.is_none()).unwrap_or_else(|e| e.into_inner());
+        ended.clone().flatten()
+    }
+
+    fn end(&self, graph: Option<Cached>) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if ended.is_none() {
+            *ended = Some(graph);
+        }
+        drop(ended);
+        self.woken.notify_all();
+    }
+}
+
+/// The request drawing a graph. Ends the drawing when dropped, also when drawing failed
+/// or panicked, so no one waits for a graph that will not come.
+struct Drawer<'a> {
+    cache: &'a GraphCache,
+    key: &'a str,
+    drawing: Arc<Drawing>,
+}
+
+impl Drop for Drawer<'_> {
+    fn drop(&mut self) {
+        let mut under_way = self.cache.under_way();
+        if under_way.get(self.key).is_some_and(|d| Arc::ptr_eq(d, &self.drawing)) {
+            under_way.remove(self.key);
+        }
+        drop(under_way);
+        self.drawing.end(None);
+    }
+}
+
 /// Rendered graphs by normalised query, bounded in bytes, least recently used out first.
 pub struct GraphCache {
     capacity: usize,
     lru: Mutex<Lru>,
+    /// Graphs being drawn, by key.
+    drawing: Mutex<HashMap<String, Arc<Drawing>>>,
     /// Distinguishes this process's ETags from an earlier one's.
     nonce: u64,
     serial: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    coalesced: AtomicU64,
     evicted: AtomicU64,
 }
 
@@ -255,10 +320,12 @@ impl GraphCache {
         GraphCache {
             capacity: capacity_bytes,
             lru: Mutex::new(Lru::default()),
+            drawing: Mutex::new(HashMap::new()),
             nonce: rand::random(),
             serial: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
         }
     }
@@ -267,13 +334,61 @@ impl GraphCache {
         self.capacity > 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+    fn lock(&self) -> MutexGuard<'_, Lru> {
         self.lru.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn under_way(&self) -> MutexGuard<'_, HashMap<String, Arc<Drawing>>> {
+        self.drawing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The graph for `key` at `range`: the kept one while its inputs are unchanged,
+    /// else the one another request is drawing right now (waiting for it), else one
+    /// drawn here by `draw` and kept. Counts a hit, a coalesced request or a miss.
+    ///
+    /// # Errors
+    /// Whatever `draw` returns; nothing is kept then, and the requests that waited for
+    /// this drawing draw the graph themselves.
+    pub fn get_or_draw<E>(
+        &self,
+        key: String,
+        src: &dyn DashboardSource,
+        range: (i64, i64),
+        draw: impl FnOnce() -> Result<(Bytes, Inputs), E>,
+    ) -> Result<Cached, E> {
+        if let Some(kept) = self.lookup(&key, src, range) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(kept);
+        }
+        let drawing = Arc::new(Drawing::default());
+        let other = match self.under_way().entry(key.clone()) {
+            Slot::Occupied(other) => Some(other.get().clone()),
+            Slot::Vacant(v) => {
+                v.insert(drawing.clone());
+                None
+            }
+        };
+        if let Some(other) = other {
+            if let Some(graph) = other.wait(WAIT_FOR_DRAWING) {
+                self.coalesced.fetch_add(1, Ordering::Relaxed);
+                return Ok(graph);
+            }
+            // Announced only when no other drawing is: after a failed or slow one, the
+            // requests that waited draw side by side rather than one after another.
+            self.under_way().entry(key.clone()).or_insert_with(|| drawing.clone());
+        }
+        let drawer = Drawer { cache: self, key: &key, drawing };
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let (bytes, inputs) = draw()?;
+        let graph = self.insert(key.clone(), bytes, inputs, range);
+        drawer.drawing.end(Some(graph.clone()));
+        drop(drawer);
+        Ok(graph)
+    }
+
     /// The kept graph for `key` when its inputs are unchanged for a request of range
-    /// `range`; counts a hit or a miss. The source is read without the cache's lock.
-    pub fn get(&self, key: &str, src: &dyn DashboardSource, range: (i64, i64)) -> Option<Cached> {
+    /// `range`. The source is read without the cache's lock.
+    fn lookup(&self, key: &str, src: &dyn DashboardSource, range: (i64, i64)) -> Option<Cached> {
         let found = {
             let lru = self.lock();
             lru.map.get(key).map(|e| (e.cached.clone(), e.inputs.clone(), e.drawn))
@@ -281,24 +396,16 @@ impl GraphCache {
         let valid = found.and_then(|(cached, inputs, drawn)| {
             (drawn.1 - drawn.0 == range.1 - range.0 && inputs.still_valid(src, drawn, range)).then_some(cached)
         });
-        match valid {
-            Some(cached) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                let mut lru = self.lock();
-                lru.tick += 1;
-                let tick = lru.tick;
-                if let Some(e) = lru.map.get_mut(key) {
-                    let old = std::mem::replace(&mut e.used, tick);
-                    lru.order.remove(&old);
-                    lru.order.insert(tick, key.to_owned());
-                }
-                Some(cached)
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        let cached = valid?;
+        let mut lru = self.lock();
+        lru.tick += 1;
+        let tick = lru.tick;
+        if let Some(e) = lru.map.get_mut(key) {
+            let old = std::mem::replace(&mut e.used, tick);
+            lru.order.remove(&old);
+            lru.order.insert(tick, key.to_owned());
         }
+        Some(cached)
     }
 
     /// Keeps a graph drawn for `range` from `inputs` (unless something it read is not
@@ -333,6 +440,7 @@ impl GraphCache {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             entries: lru.map.len(),
             bytes: lru.bytes,
@@ -397,5 +505,65 @@ mod tests {
         assert!(at(0) && at(9));
         assert!(!at(10), "the range moved into the next row");
         assert!(!at(-6), "and the previous one");
+    }
+
+    #[test]
+    fn a_request_waiting_for_a_drawing_that_fails_draws_the_graph_itself() {
+        let cache = GraphCache::new(1 << 20);
+        let range = (1_700_000_000, 1_700_086_400);
+        let drawn = |src: &Arc<dyn DashboardSource>| {
+            let rec = Recorder::new(src.clone());
+            rec.fetch(&SeriesRef { cluster: "c", host: "h", metric: "m" }, Cf::Average, range.0, range.1, 163)?;
+            Ok::<_, String>((Bytes::from_static(b"graph"), rec.finish()))
+        };
+        let src: Arc<dyn DashboardSource> = Arc::new(Rows);
+        let started = std::sync::Barrier::new(2);
+        let waited = std::thread::scope(|s| {
+            let failing = s.spawn(|| {
+                cache.get_or_draw("g".into(), src.as_ref(), range, || {
+                    started.wait();
+                    std::thread::sleep(Duration::from_millis(300));
+                    Err("storage failed".to_owned())
+                })
+            });
+            started.wait();
+            let t = std::time::Instant::now();
+            let r = cache.get_or_draw("g".into(), src.as_ref(), range, || drawn(&src));
+            let waited = t.elapsed();
+            assert_eq!(failing.join().unwrap().err().as_deref(), Some("storage failed"));
+            assert_eq!(r.map(|c| c.bytes), Ok(Bytes::from_static(b"graph")));
+            waited
+        });
+        assert!(waited >= Duration::from_millis(200), "it waited for the first drawing: {waited:?}");
+        assert!(waited < WAIT_FOR_DRAWING / 2, "and not for its time limit: {waited:?}");
+        let st = cache.stats();
+        assert_eq!((st.misses, st.coalesced, st.hits, st.entries), (2, 0, 0, 1), "{st:?}");
+        // The graph drawn second is kept for whoever asks next.
+        assert!(cache.get_or_draw("g".into(), src.as_ref(), range, || Err("not drawn again".to_owned())).is_ok());
+        assert_eq!(cache.stats().hits, 1);
+    }
+
+    #[test]
+    fn a_graph_that_is_not_kept_still_goes_to_those_who_waited_for_it() {
+        let cache = GraphCache::new(1 << 20);
+        let src: Arc<dyn DashboardSource> = Arc::new(Rows);
+        let range = (1_700_000_000, 1_700_086_400);
+        let started = std::sync::Barrier::new(2);
+        let (first, second) = std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                cache.get_or_draw("g".into(), src.as_ref(), range, || {
+                    started.wait();
+                    std::thread::sleep(Duration::from_millis(200));
+                    // A series that was missing: nothing vouches for the graph.
+                    Ok::<_, String>((Bytes::from_static(b"graph"), Inputs { unvouched: true, ..Inputs::default() }))
+                })
+            });
+            started.wait();
+            let second = cache.get_or_draw("g".into(), src.as_ref(), range, || Err("drawn twice".to_owned()));
+            (first.join().unwrap().unwrap(), second.unwrap())
+        });
+        assert_eq!((first.etag, first.bytes), (second.etag, second.bytes));
+        let st = cache.stats();
+        assert_eq!((st.misses, st.coalesced, st.entries), (1, 1, 0), "{st:?}");
     }
 }

@@ -156,12 +156,11 @@ fn draw_graph(app: &App, q: &charts::GraphQuery, svg: bool, now: i64) -> Result<
         let bytes = render(&charts::build(app.src.as_ref(), q, now)?)?;
         return Ok(cache::Cached { bytes: bytes.into(), etag: "".into() });
     };
-    if let Some(hit) = app.graphs.get(&key, app.src.as_ref(), range) {
-        return Ok(hit);
-    }
-    let recorder = cache::Recorder::new(app.src.clone());
-    let bytes = render(&charts::build(&recorder, q, now)?)?;
-    Ok(app.graphs.insert(key, bytes.into(), recorder.finish(), range))
+    app.graphs.get_or_draw(key, app.src.as_ref(), range, || {
+        let recorder = cache::Recorder::new(app.src.clone());
+        let bytes = render(&charts::build(&recorder, q, now)?)?;
+        Ok((bytes.into(), recorder.finish()))
+    })
 }
 
 async fn graph(app: Arc<App>, headers: axum::http::HeaderMap, q: charts::GraphQuery, svg: bool) -> Response {

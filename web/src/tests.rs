@@ -18,6 +18,8 @@ struct Fake {
     resolutions: Mutex<Vec<u64>>,
     /// Newest row of every series, for the graph cache; `None`: unknown (no caching).
     newest: Mutex<Option<i64>>,
+    /// How long a fetch takes, as reading a cold archive from disk does.
+    fetch_delay: std::time::Duration,
 }
 
 /// Ganglia's archive set: 15 s, 1 min, 10 min; the closest to the resolution.
@@ -120,6 +122,7 @@ impl DashboardSource for Fake {
         resolution: u64,
     ) -> Result<Option<Fetched>, String> {
         self.resolutions.lock().unwrap().push(resolution);
+        std::thread::sleep(self.fetch_delay);
         if cf == Cf::Min {
             return Err("the RRD does not contain an RRA matching the chosen CF".into());
         }
@@ -505,6 +508,37 @@ async fn graph_cache_misses_on_other_parameters_and_hits_on_equivalent_ones() {
     get(&app, DAY).await;
     get(&app, DAY).await;
     assert_eq!(fetches(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn viewers_asking_for_a_graph_at_once_get_one_drawing() {
+    // A wall of dashboards right after a row landed: every viewer misses at once.
+    let fake = Arc::new(Fake {
+        newest: Mutex::new(Some(1_700_086_400)),
+        fetch_delay: std::time::Duration::from_millis(300),
+        ..Fake::new()
+    });
+    let graphs = Arc::new(cache::GraphCache::new(1 << 20));
+    let app = router_with_cache(fake.clone(), config(), graphs.clone());
+    let viewers: Vec<_> = (0..8)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, Request::get(DAY).body(Body::empty()).unwrap()).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for v in viewers {
+        answers.push(v.await.unwrap());
+    }
+    assert_eq!(fake.resolutions.lock().unwrap().len(), 1, "drawn once for eight viewers");
+    for (s, h, b) in &answers {
+        assert_eq!(*s, StatusCode::OK);
+        assert_eq!((&h[header::ETAG], b), (&answers[0].1[header::ETAG], &answers[0].2));
+    }
+    let st = graphs.stats();
+    // A viewer that came after the drawing ended is a plain hit.
+    assert_eq!((st.misses, st.coalesced + st.hits), (1, 7), "{st:?}");
+    assert!(st.coalesced > 0, "{st:?}");
 }
 
 #[tokio::test]

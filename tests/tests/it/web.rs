@@ -105,6 +105,13 @@ fn dashboard_pages_in_chromium_and_ack_through_the_form() {
         assert_eq!(broken, serde_json::json!([]), "{path}: images that did not load");
         b.screenshot(&out.join(format!("{name}.png")));
     }
+    // The pages' graphs went through the collector's graph cache, which counts them.
+    let health = demo.json("/api/v1/health").expect("health JSON");
+    let cache = &health["web"]["graph_cache"];
+    let count = |k: &str| cache[k].as_u64().unwrap_or_else(|| panic!("web.graph_cache.{k} in {cache}"));
+    assert!(count("misses") > 0 && count("entries") > 0, "{cache}");
+    count("hits");
+    count("coalesced");
     // The page refreshes itself in place and keeps its scroll position.
     b.goto(&demo.url("/host?c=db&h=db-001&r=day"));
     b.eval("document.querySelector('main h1').dataset.before = '1'; window.scrollTo(0, 400); window.scrollY");
