@@ -85,6 +85,9 @@ pub struct RawEscalation {
     pub last_notification: Option<u32>,
     /// Applies once the problem is this old (seconds since its hard change). Default 0.
     pub after_secs: Option<u64>,
+    /// Problem states it applies to, as `route.severity` (Nagios' `escalation_options`).
+    /// Default all.
+    pub severity: Option<Vec<Spanned<String>>>,
     pub groups: Vec<Spanned<String>>,
     /// The route's contacts keep getting the notifications too. Default true.
     pub also_normal_contacts: Option<bool>,
@@ -429,9 +432,23 @@ pub struct Escalation {
     /// 0 = no end.
     pub last_notification: u32,
     pub after_secs: i64,
+    /// Problem states it applies to (upper case); `None`: all.
+    pub severity: Option<Vec<String>>,
     pub contacts: Vec<usize>,
     pub also_normal_contacts: bool,
     pub notification_interval_secs: Option<i64>,
+}
+
+impl Escalation {
+    /// Whether it applies to problem notification `number` of a check in `state` whose
+    /// problem is `age` seconds old.
+    pub fn applies(&self, (cluster, host, service): (&str, &str, &str), state: &str, number: u32, age: i64) -> bool {
+        self.select.matches(cluster, host, service)
+            && self.severity.as_ref().is_none_or(|list| list.iter().any(|x| x == state))
+            && number >= self.first_notification
+            && (self.last_notification == 0 || number <= self.last_notification)
+            && age >= self.after_secs
+    }
 }
 
 /// SMTP connection security.
@@ -651,9 +668,8 @@ pub fn build(raw: RawSections<'_>, web_listen: Option<std::net::SocketAddr>, pro
         }
         out.into_iter().collect()
     };
-    let mut routes = Vec::new();
-    for r in raw.routes {
-        let severity = r.severity.as_ref().map(|list| {
+    let severity = |list: &Option<Vec<Spanned<String>>>, what: &str, problem: Problem<'_>| {
+        list.as_ref().map(|list| {
             list.iter()
                 .filter_map(|s| {
                     let up = s.get_ref().to_ascii_uppercase();
@@ -663,7 +679,7 @@ pub fn build(raw: RawSections<'_>, web_listen: Option<std::net::SocketAddr>, pro
                         problem(
                             s.span(),
                             format!(
-                                "route: severity {:?} is not one of {}",
+                                "{what}: severity {:?} is not one of {}",
                                 s.get_ref(),
                                 SEVERITIES.join(", ").to_lowercase()
                             ),
@@ -672,7 +688,11 @@ pub fn build(raw: RawSections<'_>, web_listen: Option<std::net::SocketAddr>, pro
                     }
                 })
                 .collect()
-        });
+        })
+    };
+    let mut routes = Vec::new();
+    for r in raw.routes {
+        let severity = severity(&r.severity, "route", problem);
         if r.groups.is_empty() {
             problem(0..0, "route: groups must name at least one contactgroup".into());
         }
@@ -698,6 +718,7 @@ pub fn build(raw: RawSections<'_>, web_listen: Option<std::net::SocketAddr>, pro
             first_notification: e.first_notification.unwrap_or(1).max(1),
             last_notification: e.last_notification.unwrap_or(0),
             after_secs: i64::try_from(e.after_secs.unwrap_or(0)).unwrap_or(i64::MAX),
+            severity: severity(&e.severity, "escalation", problem),
             contacts: expand(&e.groups, "escalation.groups", problem),
             also_normal_contacts: e.also_normal_contacts.unwrap_or(true),
             notification_interval_secs: e.notification_interval_secs.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
@@ -927,6 +948,7 @@ groups = ["leads"]
                     first_notification: Some(1),
                     last_notification: Some(1),
                     after_secs: Some(1),
+                    severity: Some(vec![]),
                     groups: vec![],
                     also_normal_contacts: Some(true),
                     notification_interval_secs: Some(1),
@@ -961,6 +983,9 @@ services = "("
 groups = ["nobody"]
 [smtp]
 security = "ssl"
+[[escalation]]
+severity = ["critical", "severe"]
+groups = ["ops"]
 "#,
         )
         .unwrap_err();
@@ -972,6 +997,7 @@ security = "ssl"
             "f:13:12: route.services: bad regular expression",
             "f:14:11: route.groups: unknown contactgroup",
             "f:16:12: smtp.security",
+            "f:18:25: escalation: severity \"severe\" is not one of warning, critical, unknown, down, unreachable",
         ];
         for w in want {
             assert!(err.iter().any(|e| e.starts_with(w)), "{w} not in {err:#?}");

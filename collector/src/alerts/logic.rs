@@ -12,9 +12,10 @@
 //!   `r`;
 //! - reminders every `notification_interval` while unhandled (0: once); the first
 //!   notification waits `first_notification_delay` after the hard change;
-//! - escalations by notification number and by age of the problem; one that becomes
-//!   valid with time makes a notification due at once; the route's contacts keep
-//!   getting them unless the escalation says `also_normal_contacts = false`;
+//! - escalations by notification number, by age of the problem and by its state; one
+//!   that becomes valid with time makes a notification due at once; the route's
+//!   contacts keep getting them unless the escalation says `also_normal_contacts =
+//!   false`;
 //! - nothing while acknowledged, in downtime (its own or its host's), flapping, or (for
 //!   a service) while its host is not UP; a recovery waits out downtime and flapping too.
 //!   When the suppression ends, whatever is due is sent: a problem never announced, a
@@ -207,17 +208,8 @@ impl Machine {
     /// whether an escalation applied, and the reminder interval to use.
     fn problem_recipients(&self, key: &CheckKey, state: &str, number: u32, age: i64) -> (Vec<usize>, bool, i64) {
         let normal = self.routed(key, Some(state));
-        let valid: Vec<_> = self
-            .cfg
-            .escalations
-            .iter()
-            .filter(|e| {
-                e.select.matches(&key.0, &key.1, &key.2)
-                    && number >= e.first_notification
-                    && (e.last_notification == 0 || number <= e.last_notification)
-                    && age >= e.after_secs
-            })
-            .collect();
+        let valid: Vec<_> =
+            self.cfg.escalations.iter().filter(|e| e.applies((&key.0, &key.1, &key.2), state, number, age)).collect();
         if valid.is_empty() {
             return (normal, false, self.cfg.notification_interval_secs);
         }
@@ -381,11 +373,8 @@ impl Machine {
             let age = now - t.since;
             for (i, e) in self.cfg.escalations.iter().enumerate() {
                 if e.after_secs > 0
-                    && age >= e.after_secs
                     && !t.fired.contains(&i)
-                    && e.select.matches(&o.key.0, &o.key.1, &o.key.2)
-                    && t.number + 1 >= e.first_notification
-                    && (e.last_notification == 0 || t.number < e.last_notification)
+                    && e.applies((&o.key.0, &o.key.1, &o.key.2), &o.state, t.number + 1, age)
                 {
                     t.fired.insert(i);
                     t.next_at = t.next_at.min(now);
@@ -670,6 +659,27 @@ mod tests {
         assert_eq!(names, [0, 1, 2], "lead plus the normal contacts");
         assert!(esc.iter().all(|i| i.note.escalated && i.note.number == 2));
         assert!(sent(&mut m, 1901, vec![obs("CRITICAL", 100)]).is_empty(), "fired once");
+    }
+
+    #[test]
+    fn escalation_by_severity_waits_for_its_state() {
+        // Nagios' escalation_options: the lead hears of problems critical for 30 minutes.
+        let mut m = machine(
+            "[alerts]\nnotification_interval_secs = 3600\n[[escalation]]\nafter_secs = 1800\nseverity = [\"critical\"]\ngroups = [\"leads\"]\n",
+        );
+        let who = |v: Vec<(String, NoteKind, String)>| v.into_iter().map(|x| x.0).collect::<Vec<_>>();
+        assert_eq!(who(sent(&mut m, 100, vec![obs("WARNING", 100)])), ["alice"]);
+        assert!(sent(&mut m, 1900, vec![obs("WARNING", 100)]).is_empty(), "old enough, but a warning");
+        // Worse: notified at once, and the escalation counts from the change.
+        assert_eq!(who(sent(&mut m, 2000, vec![obs("CRITICAL", 2000)])), ["alice", "quiet"]);
+        assert!(sent(&mut m, 3799, vec![obs("CRITICAL", 2000)]).is_empty());
+        let esc = m.tick(3800, vec![obs("CRITICAL", 2000)]).intents;
+        let names: Vec<usize> = esc.iter().map(|i| i.contact).collect();
+        assert_eq!(names, [0, 1, 2], "lead plus the normal contacts");
+        assert!(esc.iter().all(|i| i.note.escalated && i.note.state == "CRITICAL"), "{esc:?}");
+        // Back to a warning: the route's contacts alone, not escalated.
+        let back = m.tick(4000, vec![obs("WARNING", 4000)]).intents;
+        assert_eq!((back.len(), back[0].contact, back[0].note.escalated), (1, 0, false), "{back:?}");
     }
 
     #[test]
