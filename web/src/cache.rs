@@ -17,8 +17,8 @@
 //!
 //! A wall of dashboards asks for the same graphs at the same moment, and every one of
 //! them misses when a row lands. [`GraphCache::get_or_draw`] lets one request draw a
-//! missing graph while the others asking for it wait and take the kept result, so a new
-//! row costs one drawing per graph, not one per viewer.
+//! missing graph while the others asking for it wait and take that drawing, so a new row
+//! costs one drawing per graph, not one per viewer.
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap};
