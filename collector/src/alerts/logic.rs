@@ -20,9 +20,11 @@
 //!   a service) while its host is not UP; a recovery waits out downtime and flapping too.
 //!   When the suppression ends, whatever is due is sent: a problem never announced, a
 //!   reminder, a recovery;
-//! - one FLAPPING START/STOP notice (contacts with `f`), DOWNTIME START/END notices for
-//!   checks with an open problem or record (contacts with `s`), and an ACKNOWLEDGEMENT
-//!   to those told about the problem when it is acknowledged with `notify`.
+//! - one FLAPPING START/STOP notice (contacts with `f`); DOWNTIME START/END notices
+//!   (contacts with `s`) for a check in a downtime of its own, whatever its state (as
+//!   Nagios), and for one with an open problem or record when its host's downtime holds
+//!   it; and an ACKNOWLEDGEMENT to those told about the problem when it is acknowledged
+//!   with `notify`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -53,7 +55,12 @@ pub struct Observed {
     /// "author: comment" of an acknowledgement placed with `notify` (Nagios'
     /// ACKNOWLEDGEMENT notification goes to those told about the problem).
     pub ack_notice: Option<String>,
+    /// Notifications are held by downtime: the check's own or, for a service, its host's.
     pub in_downtime: bool,
+    /// A downtime scheduled for this very check (for the host check: the host's), which
+    /// Nagios announces with DOWNTIMESTART/END whatever the check's state. A service in
+    /// its host's downtime only is held but not announced.
+    pub own_downtime: bool,
     pub flapping: bool,
     /// The check's host is UP (always true for the host check itself).
     pub host_up: bool,
@@ -319,7 +326,7 @@ impl Machine {
                 t.missing_since = None;
                 t
             }
-            None if problem || o.flapping => Track {
+            None if problem || o.flapping || o.own_downtime => Track {
                 state: "OK".into(),
                 since: o.since,
                 number: 0,
@@ -327,7 +334,10 @@ impl Machine {
                 notified: None,
                 notified_contacts: BTreeSet::new(),
                 flapping: false,
-                in_downtime: o.in_downtime,
+                // A check first seen in its own downtime is seen as it starts (the engine
+                // shows every check in its own downtime): announce it. One first seen as
+                // a problem in its host's downtime only was not in downtime of its own.
+                in_downtime: o.in_downtime && !o.own_downtime,
                 fired: BTreeSet::new(),
                 done: false,
                 acked: false,
@@ -422,7 +432,8 @@ impl Machine {
         t.done = false;
         t.state = o.state.clone();
         t.since = o.since;
-        t.flapping.then_some(t)
+        // Kept through its own downtime, so that the end is announced too.
+        (t.flapping || (t.in_downtime && o.own_downtime)).then_some(t)
     }
 }
 
@@ -459,6 +470,7 @@ mod tests {
             acknowledged: false,
             ack_notice: None,
             in_downtime: false,
+            own_downtime: false,
             flapping: false,
             host_up: true,
             metric: Some("http_time".into()),
@@ -588,6 +600,25 @@ mod tests {
             sent(&mut m, 130, vec![obs("OK", 120)]),
             [p("alice", NoteKind::DowntimeEnd, "OK"), p("alice", NoteKind::Recovery, "OK")]
         );
+    }
+
+    #[test]
+    fn a_healthy_check_in_its_own_downtime_is_announced_and_its_hosts_is_not() {
+        let mut m = machine("");
+        let mut dt = obs("OK", 50);
+        (dt.in_downtime, dt.own_downtime) = (true, true);
+        assert_eq!(sent(&mut m, 100, vec![dt.clone()]), [p("alice", NoteKind::DowntimeStart, "OK")]);
+        for now in 101..150 {
+            assert!(sent(&mut m, now, vec![dt.clone()]).is_empty(), "at {now}");
+        }
+        assert!(m.track(&dt.key).is_some(), "kept until the downtime ends");
+        assert_eq!(sent(&mut m, 150, vec![obs("OK", 50)]), [p("alice", NoteKind::DowntimeEnd, "OK")]);
+        assert!(m.track(&dt.key).is_none(), "nothing left to say");
+        // Held by its host's downtime only: no notice, nothing kept.
+        let mut held = obs("OK", 50);
+        held.in_downtime = true;
+        assert!(sent(&mut m, 200, vec![held.clone()]).is_empty());
+        assert!(m.track(&held.key).is_none());
     }
 
     #[test]

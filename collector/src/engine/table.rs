@@ -1061,11 +1061,6 @@ impl Table {
             .collect()
     }
 
-    /// What the alerting layer looks at each second: every HARD problem, every flapping
-    /// check, and the `watched` checks whatever their state. Cheap for the checks in
-    /// none of these (a comparison each), so a round over a large table stays short.
-    /// Outputs are left empty: [`Table::outputs`] reads them for the few checks a
-    /// notification is about.
     /// Output and performance data of each check in `keys` (empty when it is gone).
     pub fn outputs(&self, keys: &[super::CheckKey]) -> Vec<(String, String)> {
         keys.iter()
@@ -1085,6 +1080,11 @@ impl Table {
             .collect()
     }
 
+    /// What the alerting layer looks at each second: every HARD problem, every flapping
+    /// check, every check in a downtime of its own, and the `watched` checks whatever
+    /// their state. Cheap for the checks in none of these (a comparison each), so a
+    /// round over a large table stays short. Outputs are left empty: [`Table::outputs`]
+    /// reads them for the few checks a notification is about.
     pub fn alert_view(
         &self,
         now: i64,
@@ -1101,9 +1101,10 @@ impl Table {
             for (h, e) in m {
                 let host_up = e.check.status.state == HostState::Up;
                 let host_dt = self.ctx.in_downtime(h, None, now);
+                let services_dt = self.ctx.services_in_downtime(h);
                 let st = &e.check.status;
                 let host_problem = !host_up && st.state_type == StateType::Hard;
-                if host_problem || e.check.flap.is_flapping || wanted(c, h, "") {
+                if host_problem || e.check.flap.is_flapping || host_dt || wanted(c, h, "") {
                     out.push(Observed {
                         key: (c.clone(), h.clone(), String::new()),
                         state: st.state.to_string(),
@@ -1117,6 +1118,7 @@ impl Table {
                         acknowledged: e.check.ack.is_some(),
                         ack_notice: ack_notice(e.check.ack.as_deref()),
                         in_downtime: host_dt,
+                        own_downtime: host_dt,
                         flapping: e.check.flap.is_flapping,
                         host_up: true,
                         metric: None,
@@ -1125,7 +1127,8 @@ impl Table {
                 for i in &e.services {
                     let st = &i.obj.status;
                     let problem = !st.state.is_good() && st.state_type == StateType::Hard;
-                    if !(problem || i.obj.flap.is_flapping || wanted(c, h, &i.def.name)) {
+                    let own_dt = services_dt.is_some_and(|s| s.contains(&i.def.name));
+                    if !(problem || i.obj.flap.is_flapping || own_dt || wanted(c, h, &i.def.name)) {
                         continue;
                     }
                     // The series a graph of this check shows: the metric of a metric check,
@@ -1151,7 +1154,8 @@ impl Table {
                         perfdata: String::new(),
                         acknowledged: i.obj.ack.is_some(),
                         ack_notice: ack_notice(i.obj.ack.as_deref()),
-                        in_downtime: host_dt || self.ctx.in_downtime(h, Some(&i.def.name), now),
+                        in_downtime: host_dt || own_dt,
+                        own_downtime: own_dt,
                         flapping: i.obj.flap.is_flapping,
                         host_up,
                         metric,
@@ -1824,6 +1828,15 @@ impl Ctx {
         }
         self.dt.hosts.contains(host)
             || service.is_some_and(|s| self.dt.services.get(host).is_some_and(|set| set.contains(s)))
+    }
+
+    /// The services of `host` in a downtime of their own (not the host's), as of the
+    /// last refresh; `None` when there are none.
+    pub fn services_in_downtime(&self, host: &str) -> Option<&HashSet<String>> {
+        if self.dt.services.is_empty() {
+            return None;
+        }
+        self.dt.services.get(host)
     }
 
     /// Moves history, downtime and comment changes into a batch.

@@ -203,6 +203,30 @@ fn host_downtime_suppresses_its_services_until_cancelled() {
 }
 
 #[test]
+fn alerting_sees_healthy_checks_in_their_own_downtime_only() {
+    let mut f = fixture(vec![passive("svc", 1), passive("other", 1)], db::Saved::default());
+    f.result("svc", 0, T0 + 1);
+    f.result("other", 0, T0 + 1);
+    let seen = |f: &Fixture| {
+        let mut v: Vec<(String, bool, bool)> = f
+            .table
+            .alert_view(T0 + 2, &Default::default())
+            .into_iter()
+            .map(|o| (o.key.2, o.in_downtime, o.own_downtime))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(seen(&f).is_empty(), "nothing to say about healthy checks");
+    let (_, svc_dt) = f.table.add_downtime(downtime_spec(Some("svc"), T0, T0 + 100, Mode::Fixed), T0 + 2).unwrap();
+    assert_eq!(seen(&f), [("svc".to_owned(), true, true)]);
+    // The host's downtime: the host check is in its own, its services in the host's.
+    f.table.remove_downtime(svc_dt, T0 + 2).unwrap();
+    f.table.add_downtime(downtime_spec(None, T0, T0 + 100, Mode::Fixed), T0 + 2).unwrap();
+    assert_eq!(seen(&f), [(String::new(), true, true)], "the healthy services are held, not shown");
+}
+
+#[test]
 fn flexible_downtime_starts_with_the_problem_and_ends_after_its_duration() {
     let mut f = fixture(vec![passive("svc", 1)], db::Saved::default());
     f.table.add_downtime(downtime_spec(Some("svc"), T0, T0 + 100, Mode::Flexible { duration_secs: 10 }), T0).unwrap();

@@ -76,7 +76,7 @@ fn notifications(c: &Collector) -> Value {
 }
 
 #[test]
-fn critical_sends_one_email_recovery_one_and_downtime_none() {
+fn critical_sends_one_email_recovery_one_and_downtime_only_its_start() {
     let dir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(dir.path());
     let c = Collector::start(
@@ -121,19 +121,23 @@ fn critical_sends_one_email_recovery_one_and_downtime_none() {
     assert_eq!(rec.len(), 1, "{got:#?}");
     assert_eq!(rec[0]["subject"], "RECOVERY: alert-host/web_http is OK");
 
-    // Downtime on db_dump, then it fails: nothing is sent.
+    // Downtime on db_dump: its start is announced, as Nagios' DOWNTIMESTART, though the
+    // check is healthy; then it fails in the downtime, and nothing more is sent.
     post(
         &c,
         "/api/v1/downtime",
         &json!({"host": HOST, "service": "db_dump", "duration_secs": 600, "comment": "maintenance"}),
     );
+    expect_count(&sink, &c, "alice@example.com", 3, Duration::from_secs(1));
+    let all = subjects(&sink, "alice@");
+    assert!(all.iter().any(|s| s.starts_with("DOWNTIME START: alert-host/db_dump")), "{all:?}");
     result(&c, "db_dump", 2, "dump failed");
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(subjects(&sink, "alice@").len(), 2, "{:?}", subjects(&sink, "alice@"));
+    assert_eq!(subjects(&sink, "alice@").len(), 3, "{:?}", subjects(&sink, "alice@"));
     let n = notifications(&c);
-    assert_eq!(n["counts"]["sent"], 2, "{n:#}");
+    assert_eq!(n["counts"]["sent"], 3, "{n:#}");
     let h = c.health();
-    assert_eq!(h["alerts"]["sent"], 2, "{h:#}");
+    assert_eq!(h["alerts"]["sent"], 3, "{h:#}");
     assert_eq!(h["alerts"]["failed"], 0, "{h:#}");
 }
 
