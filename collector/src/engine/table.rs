@@ -1827,7 +1827,7 @@ impl Ctx {
             return false;
         }
         self.dt.hosts.contains(host)
-            || service.is_some_and(|s| self.dt.services.get(host).is_some_and(|set| set.contains(s)))
+            || service.is_some_and(|s| self.services_in_downtime(host).is_some_and(|set| set.contains(s)))
     }
 
     /// The services of `host` in a downtime of their own (not the host's), as of the
