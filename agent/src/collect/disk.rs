@@ -20,10 +20,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use ganglion_proto::name::sanitize;
-
 use super::rate::{delta, rate};
-use super::{gauge, Reading};
+use super::{gauge, metric_names, Reading};
 
 /// The `/proc/diskstats` counters iostat uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,9 +115,7 @@ pub(crate) fn iostat(prev: &DiskCounters, cur: &DiskCounters, secs: f64) -> IoSt
 struct DiskState {
     /// Whether `/sys/block/<dev>` exists; looked up once per sighting of the device.
     whole: bool,
-    /// `diskio_<sanitized dev>_<suffix>` for each row of [`IOSTAT`], built once:
-    /// formatting the disks', interfaces' and filesystems' names every collection was
-    /// an eighth of a host collection's instructions.
+    /// `diskio_<sanitized dev>_<suffix>` for each row of [`IOSTAT`], built once.
     names: [String; IOSTAT.len()],
     prev: DiskCounters,
     /// Generation of the last reading that listed the device.
@@ -156,8 +152,7 @@ impl Disks {
             let Some(state) = self.devices.get_mut(name) else {
                 // cciss/c0d0 appears in sysfs as cciss!c0d0.
                 let whole = sys_root.join("block").join(name.replace('/', "!")).is_dir();
-                let prefix = format!("diskio_{}", sanitize(name));
-                let names = IOSTAT.map(|(suffix, ..)| format!("{prefix}_{suffix}"));
+                let names = metric_names("diskio", name, IOSTAT.map(|(suffix, ..)| suffix));
                 self.devices.insert(name.to_owned(), DiskState { whole, names, prev: cur, seen: self.generation });
                 continue;
             };

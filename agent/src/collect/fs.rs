@@ -15,9 +15,7 @@
 
 use std::borrow::Cow;
 
-use ganglion_proto::name::sanitize;
-
-use super::{gauge, Reading};
+use super::{gauge, metric_names, Reading};
 
 const GB: f64 = 1e9;
 
@@ -184,10 +182,9 @@ pub(crate) fn prepare(text: &str) -> Vec<Filesystem> {
     select_filesystems(text)
         .into_iter()
         .map(|m| {
-            let name = sanitize(&m.path);
             let path = m.path.into_owned();
             Filesystem {
-                names: ["total", "free", "used"].map(|suffix| format!("fs_{name}_{suffix}")),
+                names: metric_names("fs", &path, ["total", "free", "used"]),
                 descriptions: [
                     format!("Size of the filesystem on {path}."),
                     format!("Space on {path} available to unprivileged users (df Avail)."),
@@ -257,6 +254,7 @@ pub(crate) fn read_filesystems(
 mod tests {
     use super::*;
     use crate::collect::tests::{fixture, value};
+    use ganglion_proto::name::sanitize;
     use proptest::prelude::*;
 
     #[test]

@@ -12,10 +12,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use ganglion_proto::name::sanitize;
-
 use super::rate::rate;
-use super::{gauge, Reading};
+use super::{gauge, metric_names, Reading};
 
 /// Counters kept per interface, in the order of [`METRICS`].
 pub(crate) const FIELDS: usize = 8;
@@ -85,8 +83,7 @@ impl Interfaces {
                 continue;
             }
             let Some(state) = self.interfaces.get_mut(name) else {
-                let prefix = format!("net_{}", sanitize(name));
-                let names = METRICS.map(|(suffix, ..)| format!("{prefix}_{suffix}"));
+                let names = metric_names("net", name, METRICS.map(|(suffix, ..)| suffix));
                 self.interfaces.insert(name.to_owned(), IfState { names, prev: cur, seen: self.generation });
                 continue;
             };
